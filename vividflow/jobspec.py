@@ -1,0 +1,252 @@
+"""The one definition of a video job, shared by the API server, the operator and the runner.
+
+Everything that describes a job lives here: model names, each model's parameters with their
+defaults and ranges, status values, failure reasons, the job spec handed to the runner (and, in
+cluster mode, stored as a VideoJob's ``spec``), and the runner's result. Field names are
+snake_case in Python and camelCase on the wire of the VideoJob resource (``by_alias=True``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class JobStatus(StrEnum):
+    """Status values of the public API (the VideoJob phase is the capitalised form)."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def phase(self) -> str:
+        """The VideoJob ``status.phase`` spelling: ``Queued``, ``Processing``, …"""
+        return self.value.capitalize()
+
+    @classmethod
+    def from_phase(cls, phase: str) -> JobStatus:
+        return cls(phase.lower())
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class ModelName(StrEnum):
+    WAN21 = "wan2.1"
+    VEO31 = "veo3.1"
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self is ModelName.WAN21
+
+
+DEFAULT_MODEL = ModelName.WAN21
+
+
+class FailureReason(StrEnum):
+    """Machine-readable reason of a failed job (``error_message`` is the human one)."""
+
+    INVALID_INPUT = "invalid_input"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    TIMEOUT = "timeout"
+    UPSTREAM_ERROR = "upstream_error"
+    CANCELLED = "cancelled"
+    WORKER_CRASHED = "worker_crashed"
+    INTERRUPTED = "interrupted"
+    INTERNAL = "internal"
+
+
+class _Wire(BaseModel):
+    """Base for models that also travel as Kubernetes objects (camelCase aliases)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# ---------------------------------------------------------------------------------------------
+# Model parameters. Defaults and ranges are those of the public API contract.
+# ---------------------------------------------------------------------------------------------
+
+WAN_MIN_SIDE, WAN_MAX_SIDE, WAN_SIDE_MULTIPLE = 16, 1920, 16
+WAN_MIN_FRAMES, WAN_MAX_FRAMES = 5, 241
+WAN_FPS = 16
+VEO_DURATIONS = (4, 6, 8)
+VEO_RESOLUTIONS = ("720p", "1080p")
+
+
+def _check_wan_side(name: str, value: int) -> int:
+    if not WAN_MIN_SIDE <= value <= WAN_MAX_SIDE or value % WAN_SIDE_MULTIPLE:
+        raise ValueError(
+            f"{name} must be a multiple of {WAN_SIDE_MULTIPLE} between {WAN_MIN_SIDE} and {WAN_MAX_SIDE}"
+        )
+    return value
+
+
+class WanParams(_Wire):
+    """Parameters of ``wan2.1`` (Wan 2.1 image-to-video through diffusers)."""
+
+    negative_prompt: str = Field("blurry, low quality, distorted", max_length=2000,
+                                 description="What to avoid.")
+    cfg: float = Field(7.5, ge=1.0, le=20.0, description="Guidance scale, 1.0-20.0.")
+    width: int = Field(1280, description="Output width in pixels: a multiple of 16 within 16-1920.")
+    height: int = Field(720, description="Output height in pixels: a multiple of 16 within 16-1920.")
+    length: int = Field(81, description="Number of frames: 5-241 with (length - 1) divisible by 4.")
+    steps: int = Field(30, ge=1, le=100, description="Diffusion steps, 1-100.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed, 0-4294967295.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _side(cls, value: int, info: Any) -> int:
+        return _check_wan_side(info.field_name, value)
+
+    @field_validator("length")
+    @classmethod
+    def _length(cls, value: int) -> int:
+        if not WAN_MIN_FRAMES <= value <= WAN_MAX_FRAMES or (value - 1) % 4:
+            raise ValueError(
+                f"length must be between {WAN_MIN_FRAMES} and {WAN_MAX_FRAMES} with (length - 1) "
+                "divisible by 4 (e.g. 5, 9, 81)"
+            )
+        return value
+
+
+class VeoParams(_Wire):
+    """Parameters of ``veo3.1`` (Google Veo 3.1 on Vertex AI)."""
+
+    duration_seconds: int = Field(4, description="Video length in seconds: 4, 6 or 8.")
+    resolution: str = Field("720p", description="720p or 1080p.")
+    camera_motion: str | None = Field(None, max_length=200, description="Camera movement, folded into the prompt.")
+    subject_animation: str | None = Field(None, max_length=200, description="Subject motion, folded into the prompt.")
+    environmental_animation: str | None = Field(
+        None, max_length=200, description="Environmental effects, folded into the prompt."
+    )
+    enhance_prompt: bool = Field(False, description="Let Veo rewrite the prompt.")
+
+    @field_validator("duration_seconds")
+    @classmethod
+    def _duration(cls, value: int) -> int:
+        if value not in VEO_DURATIONS:
+            raise ValueError("duration_seconds must be 4, 6, or 8")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: str) -> str:
+        if value not in VEO_RESOLUTIONS:
+            raise ValueError("resolution must be 720p or 1080p")
+        return value
+
+    @field_validator("camera_motion", "subject_animation", "environmental_animation")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() == "none":
+            return None
+        return value.strip()
+
+
+PARAMS_BY_MODEL: dict[ModelName, type[WanParams] | type[VeoParams]] = {
+    ModelName.WAN21: WanParams,
+    ModelName.VEO31: VeoParams,
+}
+
+
+def parameter_names(model: ModelName) -> frozenset[str]:
+    return frozenset(PARAMS_BY_MODEL[model].model_fields)
+
+
+class JobParameters(_Wire):
+    """Exactly one section, the one of the job's model, is set."""
+
+    wan: WanParams | None = None
+    veo: VeoParams | None = None
+
+    @classmethod
+    def for_model(cls, model: ModelName, values: dict[str, Any]) -> JobParameters:
+        """Validate ``values`` as ``model``'s parameters (raises pydantic's ValidationError)."""
+        if model is ModelName.WAN21:
+            return cls(wan=WanParams.model_validate(values))
+        return cls(veo=VeoParams.model_validate(values))
+
+    def of(self, model: ModelName) -> WanParams | VeoParams:
+        section = self.wan if model is ModelName.WAN21 else self.veo
+        if section is None:
+            raise ValueError(f"no parameters for model {model}")
+        return section
+
+
+# ---------------------------------------------------------------------------------------------
+# The job spec (runner input; VideoJob .spec) and the runner's result.
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_DEADLINE_SECONDS = 3600
+
+
+class JobSpec(_Wire):
+    """Everything a runner needs to turn one request into one video."""
+
+    job_id: str = Field(description="The public job id (a UUID).")
+    owner: str = Field(description="Id of the user who submitted the job.")
+    model: ModelName
+    prompt: str = Field(min_length=1, max_length=2000)
+    input_uri: str = Field(description="Where the input image is: a local path, gs://bucket/object or https URL.")
+    parameters: JobParameters
+    output_uri: str = Field(description="Where the MP4 goes: a local path or gs://bucket/object.")
+    deadline_seconds: int = Field(DEFAULT_DEADLINE_SECONDS, ge=1, description="Run-time limit once started.")
+    created_at: datetime = Field(description="When the API accepted the job (for total_time).")
+    cancel_requested: bool = False
+
+    @model_validator(mode="after")
+    def _parameters_match_model(self) -> JobSpec:
+        self.parameters.of(self.model)
+        other = self.parameters.veo if self.model is ModelName.WAN21 else self.parameters.wan
+        if other is not None:
+            raise ValueError(f"parameters hold a section for another model than {self.model}")
+        return self
+
+    @property
+    def params(self) -> WanParams | VeoParams:
+        return self.parameters.of(self.model)
+
+
+class JobMetrics(_Wire):
+    """Timings in seconds, as reported by the API's ``metrics``."""
+
+    spin_up_time: float = Field(description="Runner start to model ready.")
+    generation_time: float = Field(description="The model's own run.")
+    total_time: float = Field(description="Job creation to completion.")
+    upload_time: float = Field(0.0, description="Writing the result to its destination.")
+
+
+class RunResult(_Wire):
+    """What a runner reports for one job: success with a result, or a failure with a reason."""
+
+    ok: bool
+    result_url: str | None = None
+    output_uri: str | None = None
+    metrics: JobMetrics | None = None
+    error_message: str | None = None
+    reason: FailureReason | None = None
+
+    @classmethod
+    def success(cls, *, result_url: str, output_uri: str, metrics: JobMetrics) -> RunResult:
+        return cls(ok=True, result_url=result_url, output_uri=output_uri, metrics=metrics)
+
+    @classmethod
+    def failure(cls, reason: FailureReason, message: str,
+                metrics: JobMetrics | None = None) -> RunResult:
+        return cls(ok=False, reason=reason, error_message=message, metrics=metrics)
+
+
+ProgressPercent = Annotated[int, Field(ge=0, le=100)]
+RunnerPhase = Literal["starting", "loading", "generating", "encoding", "uploading", "done"]

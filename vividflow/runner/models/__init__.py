@@ -1,0 +1,1 @@
+"""Video models behind one small protocol; each is loaded once per process and kept warm."""

@@ -1,0 +1,47 @@
+"""The protocol every video model implements, and what it is given and gives back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from vividflow.jobspec import JobSpec
+
+ProgressCallback = Callable[[int], None]
+"""Called with 0-100 as generation advances (monotonic)."""
+
+CancelCheck = Callable[[], bool]
+"""Returns True when the job should stop; models check it between steps or polls."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    spec: JobSpec
+    image: Image.Image
+    """The decoded input image (RGB)."""
+    image_bytes: bytes
+    image_mime_type: str
+    """``image/png``, ``image/jpeg`` or ``image/webp``."""
+    output_path: Path
+    """A local file the model may write its MP4 to."""
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """Where the model left the video: a local MP4, or already at ``spec.output_uri`` (e.g. Veo
+    writing straight to GCS)."""
+
+    local_path: Path | None = None
+    written_to_output_uri: bool = False
+
+
+class VideoModel(Protocol):
+    def generate(
+        self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> GenerationOutput:
+        """Generate one video. Raises :class:`vividflow.runner.errors.RunnerError` subclasses."""
+        ...

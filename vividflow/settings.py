@@ -1,0 +1,102 @@
+"""All configuration, read from ``VIVID_*`` environment variables (one definition for every part)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+MB = 1024 * 1024
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIVID_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(Path(".vividflow"), description="Embedded mode's database, inputs and results.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the data dir.")
+    redis_url: str | None = Field(None, description="Rate-limit storage; unset keeps limits in process.")
+    backend: Literal["local", "kubernetes"] = Field("local", description="Where jobs run.")
+    public_url: str = Field("http://127.0.0.1:8000", description="Base of result URLs served by the API.")
+
+    # --- the local executor ------------------------------------------------------------------
+    workers: int = Field(1, ge=0, le=64, description="Local executor concurrency; 0 only queues.")
+
+    # --- API limits --------------------------------------------------------------------------
+    rate_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["500/hour", "2000/day"],
+        description="Per-key limits in the `limits` notation, comma separated.",
+    )
+    daily_limit: int = Field(500, ge=0, description="Daily credits per user (one accepted job = one).")
+    max_upload_bytes: int = Field(20 * MB, ge=1, description="Largest accepted input image.")
+    prefer_wait_max_seconds: float = Field(60.0, ge=0, description="Cap of the `Prefer: wait=N` header.")
+    job_deadline_seconds: int = Field(3600, ge=1, description="Run-time limit of one job.")
+
+    # --- fetching image URLs -----------------------------------------------------------------
+    fetch_timeout_seconds: float = Field(15.0, gt=0)
+    fetch_max_redirects: int = Field(5, ge=0)
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts or CIDRs exempt from the private-address guard (tests only).",
+    )
+    fetch_allow_http: bool = Field(False, description="Allow plain http:// image URLs (tests only).")
+    fetch_ca_bundle: Path | None = Field(None, description="Extra CA bundle trusted for https image URLs.")
+
+    # --- Google Cloud Storage ----------------------------------------------------------------
+    gcs_bucket: str | None = Field(None, description="Write results (and cluster-mode inputs) here.")
+    gcs_prefix: str = Field("videos", description="Object prefix of results in the bucket.")
+    gcs_inputs_prefix: str = Field("inputs", description="Object prefix of uploaded inputs in the bucket.")
+    gcs_signed_urls: bool = Field(False, description="Answer V4 signed URLs instead of public ones.")
+    gcs_signed_url_expiry_seconds: int = Field(24 * 3600, ge=1, le=7 * 24 * 3600)
+
+    # --- Wan 2.1 -----------------------------------------------------------------------------
+    wan_model: str = Field("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+                           description="Hugging Face model id or a local directory.")
+    wan_device: str | None = Field(None, description="torch device; default cuda if available, else cpu.")
+    wan_cpu_offload: bool = Field(False, description="Enable model CPU offload (smaller GPUs).")
+    wan_vae_tiling: bool = Field(False, description="Enable VAE tiling (smaller GPUs).")
+
+    # --- Veo 3.1 -----------------------------------------------------------------------------
+    veo_model: str = Field("veo-3.1-generate-001", description="Vertex AI Veo model id.")
+    vertex_project: str | None = None
+    vertex_location: str = "us-central1"
+    vertex_api_key: SecretStr | None = Field(None, description="Vertex AI express-mode API key.")
+    vertex_base_url: str | None = Field(None, description="Override the Vertex AI endpoint (tests).")
+    veo_poll_initial_seconds: float = Field(5.0, gt=0)
+    veo_poll_max_seconds: float = Field(30.0, gt=0)
+
+    # --- runner in a container ---------------------------------------------------------------
+    termination_log: Path = Field(Path("/dev/termination-log"),
+                                  description="Where a containerised runner writes its result JSON.")
+
+    @field_validator("rate_limits", "fetch_allow_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'vividflow.db').resolve()}"
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.data_dir / "inputs"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
