@@ -96,8 +96,9 @@ def _check_wan_side(name: str, value: int) -> int:
 class WanParams(_Wire):
     """Parameters of ``wan2.1`` (Wan 2.1 image-to-video through diffusers)."""
 
-    negative_prompt: str = Field("blurry, low quality, distorted", max_length=2000,
-                                 description="What to avoid.")
+    negative_prompt: str = Field(
+        "blurry, low quality, distorted", max_length=2000, description="What to avoid."
+    )
     cfg: float = Field(7.5, ge=1.0, le=20.0, description="Guidance scale, 1.0-20.0.")
     width: int = Field(1280, description="Output width in pixels: a multiple of 16 within 16-1920.")
     height: int = Field(720, description="Output height in pixels: a multiple of 16 within 16-1920.")
@@ -126,8 +127,12 @@ class VeoParams(_Wire):
 
     duration_seconds: int = Field(4, description="Video length in seconds: 4, 6 or 8.")
     resolution: str = Field("720p", description="720p or 1080p.")
-    camera_motion: str | None = Field(None, max_length=200, description="Camera movement, folded into the prompt.")
-    subject_animation: str | None = Field(None, max_length=200, description="Subject motion, folded into the prompt.")
+    camera_motion: str | None = Field(
+        None, max_length=200, description="Camera movement, folded into the prompt."
+    )
+    subject_animation: str | None = Field(
+        None, max_length=200, description="Subject motion, folded into the prompt."
+    )
     environmental_animation: str | None = Field(
         None, max_length=200, description="Environmental effects, folded into the prompt."
     )
@@ -199,7 +204,9 @@ class JobSpec(_Wire):
     owner: str = Field(description="Id of the user who submitted the job.")
     model: ModelName
     prompt: str = Field(min_length=1, max_length=2000)
-    input_uri: str = Field(description="Where the input image is: a local path, gs://bucket/object or https URL.")
+    input_uri: str = Field(
+        description="Where the input image is: a local path, gs://bucket/object or https URL."
+    )
     parameters: JobParameters
     output_uri: str = Field(description="Where the MP4 goes: a local path or gs://bucket/object.")
     deadline_seconds: int = Field(DEFAULT_DEADLINE_SECONDS, ge=1, description="Run-time limit once started.")
@@ -243,8 +250,7 @@ class RunResult(_Wire):
         return cls(ok=True, result_url=result_url, output_uri=output_uri, metrics=metrics)
 
     @classmethod
-    def failure(cls, reason: FailureReason, message: str,
-                metrics: JobMetrics | None = None) -> RunResult:
+    def failure(cls, reason: FailureReason, message: str, metrics: JobMetrics | None = None) -> RunResult:
         return cls(ok=False, reason=reason, error_message=message, metrics=metrics)
 
 

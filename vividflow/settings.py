@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 MB = 1024 * 1024
 
@@ -27,10 +26,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in the data dir.")
     redis_url: str | None = Field(None, description="Rate-limit storage; unset keeps limits in process.")
     backend: Literal["local", "kubernetes"] = Field("local", description="Where jobs run.")
+    migrate_on_start: bool = Field(True, description="Apply database migrations when the server starts.")
     public_url: str = Field("http://127.0.0.1:8000", description="Base of result URLs served by the API.")
 
     # --- the local executor ------------------------------------------------------------------
     workers: int = Field(1, ge=0, le=64, description="Local executor concurrency; 0 only queues.")
+    worker_memory_limit_mb: int | None = Field(None, ge=64, description="Address-space cap of a worker.")
 
     # --- API limits --------------------------------------------------------------------------
     rate_limits: Annotated[list[str], NoDecode] = Field(
@@ -58,10 +59,14 @@ class Settings(BaseSettings):
     gcs_inputs_prefix: str = Field("inputs", description="Object prefix of uploaded inputs in the bucket.")
     gcs_signed_urls: bool = Field(False, description="Answer V4 signed URLs instead of public ones.")
     gcs_signed_url_expiry_seconds: int = Field(24 * 3600, ge=1, le=7 * 24 * 3600)
+    gcs_signing_key_file: Path | None = Field(
+        None, description="Service-account JSON key that signs result URLs (default: the client's)."
+    )
 
     # --- Wan 2.1 -----------------------------------------------------------------------------
-    wan_model: str = Field("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-                           description="Hugging Face model id or a local directory.")
+    wan_model: str = Field(
+        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", description="Hugging Face model id or a local directory."
+    )
     wan_device: str | None = Field(None, description="torch device; default cuda if available, else cpu.")
     wan_cpu_offload: bool = Field(False, description="Enable model CPU offload (smaller GPUs).")
     wan_vae_tiling: bool = Field(False, description="Enable VAE tiling (smaller GPUs).")
@@ -76,8 +81,9 @@ class Settings(BaseSettings):
     veo_poll_max_seconds: float = Field(30.0, gt=0)
 
     # --- runner in a container ---------------------------------------------------------------
-    termination_log: Path = Field(Path("/dev/termination-log"),
-                                  description="Where a containerised runner writes its result JSON.")
+    termination_log: Path = Field(
+        Path("/dev/termination-log"), description="Where a containerised runner writes its result JSON."
+    )
 
     @field_validator("rate_limits", "fetch_allow_hosts", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ class ModelLoadFailed(RunnerError):
 
 class OutOfMemory(RunnerError):
     reason = FailureReason.OUT_OF_MEMORY
+    default_message = "The job ran out of memory. Try a smaller size, fewer frames or fewer steps."
 
 
 class GenerationTimeout(RunnerError):

@@ -1,0 +1,56 @@
+"""Every /api/v1 call needs a valid key; keys are stored only as digests."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.api.conftest import app_state, create_api_key
+from vividflow.apiserver.db.models import ApiKey
+
+PROTECTED = [
+    ("GET", "/api/v1/status/00000000-0000-0000-0000-000000000000"),
+    ("POST", "/api/v1/cancel/00000000-0000-0000-0000-000000000000"),
+    ("GET", "/api/v1/history"),
+    ("GET", "/api/v1/usage"),
+    ("GET", "/api/v1/keys"),
+    ("POST", "/api/v1/generate"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_missing_key_is_401_with_error_body(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["error"] == "Invalid or missing API key"
+    assert body["details"] == ["Send your API key in the X-API-Key header."]
+
+
+def test_unknown_key_is_401(client: TestClient) -> None:
+    response = client.get("/api/v1/usage", headers={"X-API-Key": "vf_not-a-real-key"})
+    assert response.status_code == 401
+    assert response.json()["details"] == ["The API key is not valid or has been revoked."]
+
+
+def test_revoked_key_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    key_id = client.get("/api/v1/keys", headers=headers).json()["keys"][0]["id"]
+    assert client.delete(f"/api/v1/keys/{key_id}", headers=headers).status_code == 200
+    assert client.get("/api/v1/usage", headers=headers).status_code == 401
+
+
+def test_keys_are_stored_hashed(client: TestClient) -> None:
+    secret = create_api_key(client, "bob@example.com")
+    with app_state(client).session_factory() as session:
+        stored = session.scalars(select(ApiKey)).all()
+    assert len(stored) == 1
+    assert secret not in {stored[0].key_hash, stored[0].prefix}
+    assert len(stored[0].key_hash) == 64 and secret.startswith(stored[0].prefix)
+
+
+def test_health_probes_need_no_key(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": True, "rate_limit_storage": True, "backend": True}

@@ -1,0 +1,1 @@
+"""Where jobs run: ``local`` (embedded executor) or ``kubernetes`` (VideoJob resources)."""

@@ -1,0 +1,71 @@
+"""Typed dependencies of the routes: state, settings, a DB session, and the calling key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Response, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy.orm import Session
+
+from vividflow.apiserver.errors import ApiError, unauthorized
+from vividflow.apiserver.services import keys
+from vividflow.apiserver.services.keys import Principal
+from vividflow.apiserver.state import AppState
+from vividflow.settings import Settings
+
+api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Your API key (create one with `vividflow keys create`)."
+)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.vivid
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_db(state: StateDep) -> Iterator[Session]:
+    with state.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def current_principal(
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+    api_key: Annotated[str | None, Security(api_key_header)] = None,
+) -> Principal:
+    """Authenticate the key, then count the request against its rate limits."""
+    if not api_key:
+        raise unauthorized("Send your API key in the X-API-Key header.")
+    principal = keys.authenticate(session, api_key)
+    if principal is None:
+        raise unauthorized("The API key is not valid or has been revoked.")
+    limit = state.limiter.hit(principal.key_id)
+    if not limit.allowed:
+        raise ApiError(
+            429,
+            "Rate limit exceeded",
+            ["429 Too Many Requests"],
+            headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
+            extra={"retry_after": limit.retry_after},
+        )
+    response.headers.update(limit.headers())
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]

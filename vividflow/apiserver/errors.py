@@ -1,0 +1,92 @@
+"""The API's error type and the handlers that give every error the contract's body:
+``{"error": "...", "details": [...]}`` (429 adds ``retry_after``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        details: list[str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status_code = status_code
+        self.error = error
+        self.details = details or []
+        self.headers = headers
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "details": self.details, **self.extra}
+
+
+def invalid_parameters(details: list[str]) -> ApiError:
+    return ApiError(400, "Invalid parameters", details)
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "Invalid or missing API key", [detail], headers={"WWW-Authenticate": "APIKey"})
+
+
+def forbidden(detail: str) -> ApiError:
+    return ApiError(403, "Access denied", [detail])
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "Not found", [what])
+
+
+def format_validation_errors(error: ValidationError | RequestValidationError, prefix: str = "") -> list[str]:
+    """``field: message`` lines; our own validators already name their field in the message."""
+    lines: list[str] = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"] if part not in ("body", "query", "path"))
+        message = str(item["msg"]).removeprefix("Value error, ")
+        field = f"{prefix}{location}"
+        lines.append(message if field and message.startswith(field) else f"{field}: {message}".lstrip(": "))
+    return lines
+
+
+def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail), "details": []}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(invalid_parameters(format_validation_errors(exc)).body(), status_code=400)
+
+
+def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return JSONResponse({"error": "Internal server error", "details": []}, status_code=500)
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

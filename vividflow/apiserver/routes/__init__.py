@@ -1,0 +1,11 @@
+"""HTTP routes: the public API under /api/v1, plus health probes and local result files."""
+
+from fastapi import APIRouter
+
+from vividflow.apiserver.routes import files, generate, health, jobs, keys, usage
+
+api_router = APIRouter(prefix="/api/v1")
+for module in (generate, jobs, usage, keys):
+    api_router.include_router(module.router)
+
+__all__ = ["api_router", "files", "health"]

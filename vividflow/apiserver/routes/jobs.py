@@ -1,0 +1,75 @@
+"""A user's jobs: status, cancel and history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from vividflow.apiserver.db.models import Job
+from vividflow.apiserver.deps import PrincipalDep, SessionDep, StateDep
+from vividflow.apiserver.errors import ApiError, forbidden, not_found
+from vividflow.apiserver.routes.common import error_responses
+from vividflow.apiserver.schemas import CancelResponse, HistoryItem, HistoryResponse, JobStatusBody
+from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services.keys import Principal
+from vividflow.jobspec import JobStatus
+
+router = APIRouter(tags=["jobs"])
+
+
+def owned_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
+    job = jobs.get_job(session, job_id)
+    if job is None:
+        raise not_found(f"No job with id {job_id}.")
+    if job.user_id != principal.user_id:
+        raise forbidden("This job belongs to another user.")
+    return job
+
+
+@router.get(
+    "/status/{job_id}",
+    response_model=JobStatusBody,
+    response_model_exclude_none=True,
+    summary="A job's status",
+    responses=error_responses(403, 404),
+)
+def status(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+    job = owned_job(session, principal, job_id)
+    position = jobs.queue_ahead(session, job)[0] if job.status == JobStatus.QUEUED else None
+    return JSONResponse(JobStatusBody.of(job, position).model_dump(mode="json", exclude_none=True))
+
+
+@router.post(
+    "/cancel/{job_id}",
+    response_model=CancelResponse,
+    summary="Cancel a queued job",
+    responses=error_responses(403, 404, 409),
+)
+def cancel(job_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> CancelResponse:
+    job = owned_job(session, principal, job_id)
+    cancelled = jobs.cancel_queued(session, job)
+    session.commit()
+    if not cancelled:
+        session.refresh(job)
+        raise ApiError(
+            409, "Job cannot be cancelled", [f"The job is {job.status}; only queued jobs can be cancelled."]
+        )
+    state.backend.cancelled(job.id)
+    return CancelResponse(job_id=job.id)
+
+
+@router.get(
+    "/history",
+    response_model=HistoryResponse,
+    summary="Your recent jobs, newest first",
+    responses=error_responses(400),
+)
+def history(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="How many jobs (1-100).")] = 20,
+) -> HistoryResponse:
+    items = [HistoryItem.of(job) for job in jobs.history(session, principal.user_id, limit)]
+    return HistoryResponse(count=len(items), jobs=items)

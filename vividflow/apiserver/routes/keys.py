@@ -1,0 +1,54 @@
+"""``/keys``: a user lists, creates and revokes their own API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from vividflow.apiserver.db.models import ApiKey, User
+from vividflow.apiserver.deps import PrincipalDep, SessionDep
+from vividflow.apiserver.errors import forbidden, not_found
+from vividflow.apiserver.routes.common import error_responses
+from vividflow.apiserver.schemas import KeyCreated, KeyCreateRequest, KeyInfo, KeyList, KeyRevoked
+from vividflow.apiserver.services import keys
+
+router = APIRouter(tags=["account"])
+
+
+@router.get("/keys", response_model=KeyList, summary="Your API keys", responses=error_responses())
+def list_keys(session: SessionDep, principal: PrincipalDep) -> KeyList:
+    items = [KeyInfo.of(key) for key in keys.list_keys(session, principal.user_id)]
+    return KeyList(count=len(items), keys=items)
+
+
+@router.post(
+    "/keys",
+    response_model=KeyCreated,
+    status_code=201,
+    summary="Create an API key",
+    responses=error_responses(400),
+)
+def create_key(
+    session: SessionDep, principal: PrincipalDep, body: KeyCreateRequest | None = None
+) -> KeyCreated:
+    created = keys.create_key(
+        session, session.get_one(User, principal.user_id), (body or KeyCreateRequest()).name
+    )
+    session.commit()
+    return KeyCreated(**KeyInfo.of(created.key).model_dump(), key=created.secret)
+
+
+@router.delete(
+    "/keys/{key_id}",
+    response_model=KeyRevoked,
+    summary="Revoke an API key",
+    responses=error_responses(403, 404),
+)
+def revoke_key(key_id: str, session: SessionDep, principal: PrincipalDep) -> KeyRevoked:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise not_found(f"No API key with id {key_id}.")
+    if key.user_id != principal.user_id:
+        raise forbidden("This API key belongs to another user.")
+    keys.revoke_key(session, key)
+    session.commit()
+    return KeyRevoked(id=key.id)

@@ -1,0 +1,165 @@
+"""Response bodies of the public API (the contract's field names, documented for /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from vividflow.apiserver.clock import iso
+from vividflow.apiserver.db.models import ApiKey, Job
+from vividflow.jobspec import JobStatus
+
+STATUS_MESSAGES: dict[JobStatus, str] = {
+    JobStatus.QUEUED: "Job is in queue. It will start processing shortly.",
+    JobStatus.PROCESSING: "Job is currently being processed.",
+    JobStatus.COMPLETED: "Job completed successfully.",
+    JobStatus.FAILED: "Job failed. Check error details.",
+    JobStatus.CANCELLED: "Job was cancelled.",
+}
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, in a few words.")
+    details: list[str] = Field(description="Every problem found, one line each.")
+
+
+class RateLimitBody(ErrorBody):
+    retry_after: int = Field(description="Seconds until a request will be accepted again.")
+
+
+class GenerateAccepted(BaseModel):
+    message: str = "Generation job accepted"
+    job_id: str
+    status: JobStatus = JobStatus.QUEUED
+    estimated_wait_time: str = Field(description="A rough range, e.g. '~2-5 minutes'.")
+
+
+class Metrics(BaseModel):
+    generation_time: float | None = None
+    spin_up_time: float | None = None
+    total_time: float | None = None
+    upload_time: float | None = None
+
+
+class JobStatusBody(BaseModel):
+    """Fields that do not apply to the job's state are left out."""
+
+    job_id: str
+    status: JobStatus
+    model: str
+    created_at: str
+    updated_at: str | None = None
+    message: str
+    progress: int | None = Field(None, description="0-100, while processing.")
+    queue_position: int | None = Field(None, description="Jobs ahead of this one, while queued.")
+    result_url: str | None = None
+    metrics: Metrics | None = None
+    error_message: str | None = None
+    failure_reason: str | None = Field(None, description="Machine-readable reason of a failure.")
+
+    @classmethod
+    def of(cls, job: Job, queue_position: int | None = None) -> JobStatusBody:
+        status = JobStatus(job.status)
+        body: dict[str, Any] = {
+            "job_id": job.id,
+            "status": status,
+            "model": job.model,
+            "created_at": iso(job.created_at),
+            "message": STATUS_MESSAGES[status],
+        }
+        if status is not JobStatus.QUEUED:
+            body["updated_at"] = iso(job.updated_at)
+        if status is JobStatus.QUEUED:
+            body["queue_position"] = queue_position
+        elif status is JobStatus.PROCESSING:
+            body["progress"] = job.progress
+        elif status is JobStatus.COMPLETED:
+            body["result_url"] = job.result_url
+            body["metrics"] = Metrics.model_validate(job.metrics or {})
+        elif status is JobStatus.FAILED:
+            body["error_message"] = job.error_message or "Job failed."
+            body["failure_reason"] = job.failure_reason
+        return cls.model_validate(body)
+
+
+class CancelResponse(BaseModel):
+    message: str = "Job cancelled successfully"
+    job_id: str
+
+
+class HistoryItem(BaseModel):
+    job_id: str
+    status: JobStatus
+    model: str
+    prompt: str
+    result_url: str | None
+    created_at: str
+
+    @classmethod
+    def of(cls, job: Job) -> HistoryItem:
+        return cls(
+            job_id=job.id,
+            status=JobStatus(job.status),
+            model=job.model,
+            prompt=job.prompt,
+            result_url=job.result_url,
+            created_at=iso(job.created_at) or "",
+        )
+
+
+class HistoryResponse(BaseModel):
+    count: int
+    jobs: list[HistoryItem]
+
+
+class UsageResponse(BaseModel):
+    total_jobs: int
+    completed_jobs: int
+    failed_jobs: int
+    queued_jobs: int
+    processing_jobs: int
+    cancelled_jobs: int
+    recent_24h_jobs: int = Field(description="Jobs submitted in the last 24 hours.")
+    credits_remaining: int = Field(description="Jobs that can still be submitted today (UTC).")
+    daily_limit: int
+    reset_time: str = Field(description="When credits reset: the next 00:00 UTC.")
+
+
+class KeyCreateRequest(BaseModel):
+    name: str = Field("default", min_length=1, max_length=100)
+
+
+class KeyInfo(BaseModel):
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyInfo:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            created_at=iso(key.created_at) or "",
+            last_used_at=iso(key.last_used_at),
+            revoked=key.revoked_at is not None,
+        )
+
+
+class KeyCreated(KeyInfo):
+    key: str = Field(description="The new API key. It is shown only once.")
+    message: str = "API key created. Store it now: it cannot be shown again."
+
+
+class KeyList(BaseModel):
+    count: int
+    keys: list[KeyInfo]
+
+
+class KeyRevoked(BaseModel):
+    message: str = "API key revoked"
+    id: str

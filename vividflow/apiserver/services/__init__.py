@@ -1,0 +1,1 @@
+"""Operations on the database that routes, the CLI and job backends share."""

@@ -1,0 +1,208 @@
+"""The jobs table as a small state machine: every change is a conditional UPDATE from known
+states, so the executor, the cancel endpoint and (in cluster mode) the status mirror can race
+without ever moving a job backwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from vividflow.apiserver.clock import utcnow
+from vividflow.apiserver.db.models import Job
+from vividflow.apiserver.services import credits
+from vividflow.apiserver.services.keys import Principal
+from vividflow.jobspec import (
+    JobParameters,
+    JobSpec,
+    JobStatus,
+    ModelName,
+    RunResult,
+)
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
+
+
+def insert_job(
+    session: Session,
+    *,
+    job_id: str,
+    principal: Principal,
+    model: ModelName,
+    prompt: str,
+    parameters: JobParameters,
+    input_uri: str,
+    output_uri: str,
+    credit_day: date,
+) -> Job:
+    now = utcnow()
+    job = Job(
+        id=job_id,
+        user_id=principal.user_id,
+        api_key_id=principal.key_id,
+        model=model.value,
+        prompt=prompt,
+        parameters=parameters.model_dump(mode="json", exclude_none=True),
+        input_uri=input_uri,
+        output_uri=output_uri,
+        status=JobStatus.QUEUED.value,
+        progress=0,
+        credit_day=credit_day,
+        cancel_requested=False,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id))
+
+
+def job_spec(job: Job, deadline_seconds: int) -> JobSpec:
+    return JobSpec(
+        job_id=job.id,
+        owner=job.user_id,
+        model=ModelName(job.model),
+        prompt=job.prompt,
+        input_uri=job.input_uri,
+        parameters=JobParameters.model_validate(job.parameters),
+        output_uri=job.output_uri,
+        deadline_seconds=deadline_seconds,
+        created_at=job.created_at,
+        cancel_requested=job.cancel_requested,
+    )
+
+
+def transition(
+    session: Session, job_id: str, to: JobStatus, from_: Iterable[JobStatus], **values: Any
+) -> bool:
+    """Move a job to ``to`` only if it is in one of ``from_``; True if it moved."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([status.value for status in from_]))
+        .values(status=to.value, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_queued(session: Session, job: Job) -> bool:
+    """Cancel a queued job and refund its credit; False if it is no longer queued."""
+    if not transition(
+        session, job.id, JobStatus.CANCELLED, [JobStatus.QUEUED], cancel_requested=True, completed_at=utcnow()
+    ):
+        return False
+    credits.refund(session, job.user_id, job.credit_day)
+    return True
+
+
+def claim_next_queued(session: Session, models: Iterable[ModelName] | None = None) -> Job | None:
+    """Take the oldest queued job (of ``models``) and mark it processing; None if there is none."""
+    while True:
+        query = select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.seq).limit(1)
+        if models is not None:
+            query = query.where(Job.model.in_([model.value for model in models]))
+        job_id = session.scalar(query)
+        if job_id is None:
+            return None
+        now = utcnow()
+        if transition(session, job_id, JobStatus.PROCESSING, [JobStatus.QUEUED], started_at=now, progress=0):
+            return get_job(session, job_id)
+
+
+def record_progress(session: Session, job_id: str, progress: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.progress < progress)
+        .values(progress=progress, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_result(session: Session, job_id: str, result: RunResult) -> bool:
+    """Store a runner's result on a processing job (a terminal state wins: first result counts)."""
+    job = get_job(session, job_id)
+    if job is None:
+        return False
+    now = utcnow()
+    run_seconds = (now - job.started_at).total_seconds() if job.started_at else None
+    metrics = result.metrics.model_dump(mode="json") if result.metrics else None
+    if result.ok:
+        return transition(
+            session,
+            job_id,
+            JobStatus.COMPLETED,
+            ACTIVE,
+            progress=100,
+            result_url=result.result_url,
+            metrics=metrics,
+            run_seconds=run_seconds,
+            completed_at=now,
+        )
+    target = JobStatus.CANCELLED if result.reason == "cancelled" else JobStatus.FAILED
+    return transition(
+        session,
+        job_id,
+        target,
+        ACTIVE,
+        error_message=result.error_message,
+        failure_reason=result.reason.value if result.reason else None,
+        metrics=metrics,
+        run_seconds=run_seconds,
+        completed_at=now,
+    )
+
+
+def fail_processing(session: Session, message: str, reason: str) -> int:
+    """After a restart: jobs that were processing cannot be resumed; fail them clearly."""
+    result = session.execute(
+        update(Job)
+        .where(Job.status == JobStatus.PROCESSING.value)
+        .values(
+            status=JobStatus.FAILED.value,
+            error_message=message,
+            failure_reason=reason,
+            updated_at=utcnow(),
+            completed_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def history(session: Session, user_id: str, limit: int) -> list[Job]:
+    query = select(Job).where(Job.user_id == user_id).order_by(Job.seq.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+def queue_ahead(session: Session, job: Job) -> tuple[int, int]:
+    """(queued jobs submitted before ``job``, jobs processing now)."""
+    queued = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.status == JobStatus.QUEUED.value, Job.seq < job.seq)
+        )
+        or 0
+    )
+    processing = (
+        session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.PROCESSING.value))
+        or 0
+    )
+    return queued, processing
+
+
+def recent_run_seconds(session: Session, model: str, sample: int = 20) -> list[float]:
+    query = (
+        select(Job.run_seconds)
+        .where(Job.model == model, Job.status == JobStatus.COMPLETED.value, Job.run_seconds.is_not(None))
+        .order_by(Job.seq.desc())
+        .limit(sample)
+    )
+    return [value for value in session.scalars(query) if value is not None]

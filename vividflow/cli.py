@@ -1,0 +1,102 @@
+"""The ``vividflow`` command: serve the API, manage keys and the database, run the runner."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vividflow.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+app = typer.Typer(help="Vivid Flow: image + prompt -> video.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the API (embedded mode unless VIVID_BACKEND says otherwise)."""
+    import uvicorn
+
+    from vividflow.apiserver.app import create_app
+
+    uvicorn.run(create_app(get_settings()), host=host, port=port)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+    from vividflow.apiserver.db.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+def _session() -> AbstractContextManager[Session]:
+    """A transaction on the configured database, migrated first."""
+    from vividflow.apiserver.db.migrate import upgrade
+    from vividflow.apiserver.db.session import make_engine, make_session_factory
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    return make_session_factory(make_engine(settings.resolved_database_url)).begin()
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="The user's email; created if new.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "default",
+) -> None:
+    """Create an API key; the key is printed once, on the last line."""
+    from vividflow.apiserver.services import keys
+
+    with _session() as session:
+        created = keys.create_key(session, keys.get_or_create_user(session, user), name)
+        key_id = created.key.id
+    typer.echo(f"Created API key {key_id} ({name}) for {user}. Store it now; it is not shown again:")
+    typer.echo(created.secret)
+
+
+@keys_app.command("list")
+def keys_list(user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None) -> None:
+    """List keys (never the keys themselves: only their first characters)."""
+    from vividflow.apiserver.services import keys
+
+    with _session() as session:
+        rows = [(key, email) for key, email in keys.list_all_keys(session) if user in (None, email)]
+        for key, email in rows:
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.id}  {key.prefix}…  {state:7}  {email}  {key.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")]) -> None:
+    """Revoke a key: requests with it are refused from now on."""
+    from vividflow.apiserver.db.models import ApiKey
+    from vividflow.apiserver.services import keys
+
+    with _session() as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            typer.echo(f"no API key with id {key_id}", err=True)
+            raise typer.Exit(1)
+        keys.revoke_key(session, key)
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

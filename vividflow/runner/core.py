@@ -1,0 +1,179 @@
+"""One entry point for every job, whatever runs it: fetch the input, load (or reuse) the model,
+generate with progress, check the MP4, write it to its destination, and report metrics."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vividflow.jobspec import FailureReason, JobMetrics, JobSpec, ModelName, RunResult
+from vividflow.runner.errors import InvalidInput, OutOfMemory, RunnerError, UpstreamError
+from vividflow.runner.models.base import (
+    CancelCheck,
+    GenerationRequest,
+    ProgressCallback,
+    VideoModel,
+)
+from vividflow.settings import Settings
+from vividflow.storage import gcs, images, locations
+from vividflow.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+ModelLoader = Callable[[Settings], VideoModel]
+MAX_VIDEO_BYTES = 4 * 1024**3
+
+
+def _load_wan(settings: Settings) -> VideoModel:
+    from vividflow.runner.models.wan import WanModel
+
+    return WanModel.load(settings)
+
+
+def _load_veo(settings: Settings) -> VideoModel:
+    from vividflow.runner.models.veo import VeoModel
+
+    return VeoModel.load(settings)
+
+
+DEFAULT_LOADERS: dict[ModelName, ModelLoader] = {ModelName.WAN21: _load_wan, ModelName.VEO31: _load_veo}
+
+
+def _never() -> bool:
+    return False
+
+
+def _ignore(_: int) -> None:
+    return None
+
+
+class _MonotonicProgress:
+    """Forwards only rising values, so callers never see progress go backwards or repeat."""
+
+    def __init__(self, sink: ProgressCallback) -> None:
+        self._sink = sink
+        self.last = -1
+
+    def __call__(self, value: int) -> None:
+        value = max(0, min(100, int(value)))
+        if value > self.last:
+            self.last = value
+            self._sink(value)
+
+
+class Runner:
+    """Runs jobs one at a time and keeps each loaded model warm for the next job."""
+
+    def __init__(self, settings: Settings, loaders: dict[ModelName, ModelLoader] | None = None) -> None:
+        self.settings = settings
+        self._loaders = loaders or DEFAULT_LOADERS
+        self._models: dict[ModelName, VideoModel] = {}
+        self._fresh_since: float | None = time.monotonic()
+        """Set until the first job: a cold runner's spin-up counts from its own start."""
+
+    def run(
+        self, spec: JobSpec, on_progress: ProgressCallback = _ignore, should_cancel: CancelCheck = _never
+    ) -> RunResult:
+        started = self._fresh_since or time.monotonic()
+        self._fresh_since = None
+        progress = _MonotonicProgress(on_progress)
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"vividflow-{spec.job_id}-") as workdir:
+                return self._run(spec, started, progress, should_cancel, Path(workdir))
+        except RunnerError as error:
+            return RunResult.failure(error.reason, error.message)
+        except MemoryError:
+            return RunResult.failure(FailureReason.OUT_OF_MEMORY, OutOfMemory.default_message)
+        except Exception as error:  # the runner reports, it never crashes on a job
+            log.exception("job %s failed unexpectedly", spec.job_id)
+            return RunResult.failure(
+                FailureReason.INTERNAL, f"Internal error in the runner ({type(error).__name__})."
+            )
+
+    def _run(
+        self,
+        spec: JobSpec,
+        started: float,
+        progress: _MonotonicProgress,
+        should_cancel: CancelCheck,
+        workdir: Path,
+    ) -> RunResult:
+        progress(0)
+        try:
+            data = locations.read_input(spec.input_uri, self.settings)  # validated by content
+            mime_type = images.sniff_image_type(data) or "image/png"
+            image = images.decode_image(data)
+        except StorageError as error:
+            raise InvalidInput(f"Input image: {error.message}") from error
+        model = self._model(spec.model)
+        spin_up = time.monotonic() - started
+
+        generation_started = time.monotonic()
+        request = GenerationRequest(
+            spec=spec,
+            image=image,
+            image_bytes=data,
+            image_mime_type=mime_type,
+            output_path=workdir / f"{spec.job_id}.mp4",
+        )
+        output = model.generate(request, progress, should_cancel)
+        generation_time = time.monotonic() - generation_started
+
+        upload_started = time.monotonic()
+        local = output.local_path
+        if local is None and output.written_to_output_uri:
+            local = request.output_path
+            self._fetch_back(spec.output_uri, local)
+        if local is None:
+            raise UpstreamError("The model returned no video.")
+        self._check_mp4(local)
+        if not output.written_to_output_uri:
+            try:
+                locations.write_output(local, spec.output_uri, self.settings)
+            except StorageError as error:
+                raise UpstreamError(f"Could not store the video: {error.message}") from error
+        upload_time = time.monotonic() - upload_started
+
+        progress(100)
+        created = spec.created_at if spec.created_at.tzinfo else spec.created_at.replace(tzinfo=UTC)
+        metrics = JobMetrics(
+            spin_up_time=round(spin_up, 3),
+            generation_time=round(generation_time, 3),
+            total_time=round((datetime.now(UTC) - created).total_seconds(), 3),
+            upload_time=round(upload_time, 3),
+        )
+        return RunResult.success(
+            result_url=locations.result_url_for(spec.output_uri, self.settings),
+            output_uri=spec.output_uri,
+            metrics=metrics,
+        )
+
+    def _model(self, name: ModelName) -> VideoModel:
+        model = self._models.get(name)
+        if model is None:
+            model = self._loaders[name](self.settings)
+            self._models[name] = model
+        return model
+
+    def _fetch_back(self, output_uri: str, local: Path) -> None:
+        """A model wrote straight to the destination: fetch it back once to prove it is an MP4."""
+        location = gcs.parse_gcs_url(output_uri)
+        if location is None:
+            raise UpstreamError("The model reported a video at a location that is not in GCS.")
+        try:
+            local.write_bytes(gcs.download_bytes(location, MAX_VIDEO_BYTES))
+        except StorageError as error:
+            raise UpstreamError(f"The generated video could not be read back: {error.message}") from error
+
+    @staticmethod
+    def _check_mp4(path: Path) -> None:
+        from vividflow.runner.video import probe_mp4
+
+        try:
+            probe_mp4(path)
+        except ValueError as error:
+            raise UpstreamError(f"The generated file is not a valid MP4: {error}") from error

@@ -1,0 +1,265 @@
+"""Wan 2.1 image-to-video through diffusers' ``WanImageToVideoPipeline``.
+
+torch and diffusers are imported when a model is loaded, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps
+
+from vividflow.jobspec import WAN_FPS, WanParams
+from vividflow.runner.errors import Cancelled, InvalidInput, ModelLoadFailed, OutOfMemory, RunnerError
+from vividflow.runner.models.base import (
+    CancelCheck,
+    GenerationOutput,
+    GenerationRequest,
+    ProgressCallback,
+)
+from vividflow.runner.video import export_mp4
+from vividflow.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+DENOISE_SHARE = 90
+"""Progress reached when the last denoising step ends; VAE decoding and MP4 encoding take the rest."""
+DECODED_PROGRESS = 95
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+_MAX_REASON_CHARS = 300
+_OFFLINE_MARKERS = (
+    "not fully cached locally",
+    "Couldn't connect to the Hub",
+    "outgoing traffic has been disabled",
+)
+
+
+@dataclass(frozen=True)
+class WanLoadOptions:
+    """What a loaded pipeline depends on; a warm model is reusable while these stay equal."""
+
+    source: str
+    device: str | None
+    cpu_offload: bool
+    vae_tiling: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WanLoadOptions:
+        return cls(
+            source=settings.wan_model,
+            device=settings.wan_device,
+            cpu_offload=settings.wan_cpu_offload,
+            vae_tiling=settings.wan_vae_tiling,
+        )
+
+
+class WanModel:
+    """A loaded Wan 2.1 I2V pipeline (kept warm between jobs); one generation at a time."""
+
+    def __init__(self, pipe: Any, options: WanLoadOptions, device: str) -> None:
+        self._pipe = pipe
+        self.options = options
+        self.device = device
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> str:
+        """The Hugging Face id or local directory this pipeline was loaded from."""
+        return self.options.source
+
+    @classmethod
+    def load(cls, settings: Settings) -> WanModel:
+        """Load ``settings.wan_model`` (a Hugging Face id or a local directory).
+
+        Raises :class:`ModelLoadFailed` with a short message naming the source, or
+        :class:`OutOfMemory` when the weights do not fit.
+        """
+        options = WanLoadOptions.from_settings(settings)
+        source = options.source
+        if _looks_like_path(source) and not Path(source).expanduser().is_dir():
+            raise ModelLoadFailed(f"Wan model directory {source} does not exist")
+        try:
+            import torch
+            from diffusers import WanImageToVideoPipeline
+
+            device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            pipe = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                str(Path(source).expanduser()) if _looks_like_path(source) else source,
+                dtype=_dtypes(device),
+            )
+            _place(pipe, device, options)
+        except Exception as error:
+            logger.warning("loading the Wan model from %s failed: %s", source, error)
+            logger.debug("loading the Wan model failed", exc_info=True)
+            oom = as_out_of_memory(error, f"loading the Wan model from {source}")
+            if oom is not None:
+                raise oom from None
+            raise ModelLoadFailed(f"Could not load the Wan model from {source}: {_reason(error)}") from None
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe, options, device)
+
+    def generate(
+        self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> GenerationOutput:
+        """Generate ``request``'s video into ``request.output_path`` at :data:`WAN_FPS`.
+
+        Progress runs 0-90 over the denoising steps, 95 once decoded and 100 once the MP4 is
+        written, so the caller need not send the final 100 itself.
+        """
+        params = request.spec.params
+        if not isinstance(params, WanParams):
+            raise InvalidInput(f"the Wan model cannot run a {request.spec.model} job")
+        progress = _MonotonicProgress(on_progress)
+        with self._lock:
+            try:
+                _check_cancel(should_cancel)
+                progress(0)
+                image = fit_image(request.image, params.width, params.height)
+                frames = self._denoise(request.spec.prompt, params, image, progress, should_cancel)
+                progress(DECODED_PROGRESS)
+                _check_cancel(should_cancel)
+                export_mp4(frames, request.output_path, WAN_FPS)
+            except RunnerError:
+                self._recover()
+                raise
+            except Exception as error:
+                self._recover()
+                doing = f"generating a {params.width}x{params.height}, {params.length}-frame video"
+                oom = as_out_of_memory(error, doing)
+                if oom is None:
+                    raise
+                raise oom from None
+        progress(100)
+        return GenerationOutput(local_path=request.output_path)
+
+    def _denoise(
+        self,
+        prompt: str,
+        params: WanParams,
+        image: Image.Image,
+        progress: _MonotonicProgress,
+        should_cancel: CancelCheck,
+    ) -> Any:
+        import torch
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = pipe.num_timesteps or params.steps
+            progress(DENOISE_SHARE * (step + 1) // total)
+            _check_cancel(should_cancel)
+            return {}
+
+        output = self._pipe(
+            image=image,
+            prompt=prompt,
+            negative_prompt=params.negative_prompt,
+            height=params.height,
+            width=params.width,
+            num_frames=params.length,
+            num_inference_steps=params.steps,
+            guidance_scale=params.cfg,
+            generator=torch.Generator(device=self.device).manual_seed(params.seed),
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=[],
+        )
+        return output.frames[0]
+
+    def _recover(self) -> None:
+        """After an aborted run: put offloaded modules back and release cached GPU memory."""
+        import torch
+
+        try:
+            self._pipe.maybe_free_model_hooks()
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale ``image`` to cover ``width`` x ``height`` keeping its aspect ratio, then crop the centre."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if rgb.size == (width, height):
+        return rgb
+    return ImageOps.fit(rgb, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+
+
+def as_out_of_memory(error: BaseException, doing: str) -> OutOfMemory | None:
+    """The :class:`OutOfMemory` to report for ``error``, or None when it is not a memory failure.
+
+    Covers ``torch.OutOfMemoryError`` (CUDA), ``MemoryError`` and the ``RuntimeError`` of torch's CPU
+    allocator ("can't allocate memory").
+    """
+    import torch
+
+    allocator_failure = isinstance(error, RuntimeError) and any(
+        marker in str(error).lower() for marker in _OOM_MARKERS
+    )
+    if not isinstance(error, MemoryError | torch.OutOfMemoryError) and not allocator_failure:
+        return None
+    return OutOfMemory(
+        f"Out of memory while {doing}; try fewer frames or a smaller size, or enable "
+        "VIVID_WAN_CPU_OFFLOAD / VIVID_WAN_VAE_TILING"
+    )
+
+
+class _MonotonicProgress:
+    """Forwards 0-100 to the caller, only when it rises."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self._callback = callback
+        self._last = -1
+
+    def __call__(self, percent: int) -> None:
+        percent = max(0, min(100, percent))
+        if percent > self._last:
+            self._last = percent
+            self._callback(percent)
+
+
+def _check_cancel(should_cancel: CancelCheck) -> None:
+    if should_cancel():
+        raise Cancelled("The job was cancelled during generation")
+
+
+def _looks_like_path(source: str) -> bool:
+    """A local directory rather than a Hugging Face id (``org/name``)."""
+    return os.path.isabs(source) or source.startswith((".", "~")) or Path(source).exists()
+
+
+def _dtypes(device: str) -> dict[str, torch.dtype]:
+    """bfloat16 on CUDA with the VAE and image encoder kept in float32 (as diffusers' Wan I2V
+    example does, for quality); float32 everywhere on CPU."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {"default": torch.float32}
+    return {"default": torch.bfloat16, "vae": torch.float32, "image_encoder": torch.float32}
+
+
+def _place(pipe: Any, device: str, options: WanLoadOptions) -> None:
+    if options.cpu_offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        if options.cpu_offload:
+            logger.warning("VIVID_WAN_CPU_OFFLOAD needs a CUDA device; running on %s without it", device)
+        pipe.to(device)
+    if options.vae_tiling:
+        pipe.vae.enable_tiling()
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of ``error``, shortened; diffusers' wordy offline failure gets a plain one."""
+    text = str(error)
+    if any(marker in text for marker in _OFFLINE_MARKERS):
+        return "it is not in the local Hugging Face cache and could not be downloaded from the Hub"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return reason if len(reason) <= _MAX_REASON_CHARS else reason[: _MAX_REASON_CHARS - 1] + "…"
