@@ -63,8 +63,9 @@ def ensure_wrk() -> str:
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
-    process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def server(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    with log.open("wb") as sink:
+        process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -75,7 +76,7 @@ def server(args: list[str], env: dict[str, str], port: int) -> Iterator[str]:
             except httpx.HTTPError:
                 time.sleep(0.2)
         else:
-            raise RuntimeError(f"server did not start: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(f"server did not start; see {log}")
         yield base
     finally:
         process.terminate()
@@ -171,7 +172,7 @@ def main() -> None:
         results: list[LoadResult] = []
         port = free_port()
         serve = [PYTHON, "-m", "vividflow.cli", "serve", "--port", str(port)]
-        with server(serve, env, port) as base:
+        with server(serve, env, port, workdir / "vividflow.log") as base:
             png = multipart_script(workdir)
             body = png.parent.joinpath("body.bin").read_bytes()
             job = httpx.post(
@@ -203,8 +204,8 @@ def main() -> None:
             )
 
         port = free_port()
-        bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port), "--log-level", "warning"]
-        with server(bare, env, port) as base:
+        bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port)]
+        with server(bare, env, port, workdir / "bare.log") as base:
             ceiling = run_wrk(
                 wrk, "bare FastAPI GET (ceiling)", f"{base}/api/v1/status/x", args.clients, args.seconds, {}
             )

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["500/hour", "2000/day"],
         description="Per-key limits in the `limits` notation, comma separated.",
     )
+    db_threads: int = Field(4, ge=1, le=64, description="Threads for the hot paths' database work.")
+    auth_cache_seconds: float = Field(10.0, ge=0, description="How long a checked key is trusted.")
     daily_limit: int = Field(500, ge=0, description="Daily credits per user (one accepted job = one).")
     max_upload_bytes: int = Field(20 * MB, ge=1, description="Largest accepted input image.")
     prefer_wait_max_seconds: float = Field(60.0, ge=0, description="Cap of the `Prefer: wait=N` header.")

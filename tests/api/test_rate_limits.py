@@ -26,7 +26,7 @@ def test_limit_hits_429_per_key(
         assert response.status_code == 429
         body = response.json()
         assert body["error"] == "Rate limit exceeded" and body["details"] == ["429 Too Many Requests"]
-        assert 3500 <= body["retry_after"] <= 3600
+        assert 0 < body["retry_after"] <= 3600
         assert response.headers["Retry-After"] == str(body["retry_after"])
         assert response.headers["X-RateLimit-Limit"] == "3"
         assert response.headers["X-RateLimit-Remaining"] == "0"

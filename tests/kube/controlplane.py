@@ -360,13 +360,20 @@ class ControlPlane:
                 f"kube binaries not found (looked in {bin_dir or 'the hack/kubebin cache'}); "
                 f"build them with: {BUILD_SCRIPT.relative_to(REPO_ROOT)}"
             )
-        self._dir = Path(tempfile.mkdtemp(prefix="vivid-kube-"))
-        atexit.register(self.stop)
-        try:
-            self._start(bin_dir)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(3):
+            self._dir = Path(tempfile.mkdtemp(prefix="vivid-kube-"))
+            atexit.register(self.stop)
+            try:
+                self._start(bin_dir)
+                break
+            except ControlPlaneError as err:
+                self.stop()
+                # Another process may take a free port between probing and binding it: start over.
+                if "address already in use" not in str(err) or attempt == 2:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
         self.startup_seconds = time.monotonic() - began
         return self
 
@@ -429,13 +436,13 @@ class ControlPlane:
             "etcd",
             [
                 str(bin_dir / "etcd"),
-                "--name=default",
+                "--name=vivid-test",
                 f"--data-dir={self.dir / 'etcd'}",
                 f"--listen-client-urls={etcd_url}",
                 f"--advertise-client-urls={etcd_url}",
                 f"--listen-peer-urls={peer_url}",
                 f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
+                f"--initial-cluster=vivid-test={peer_url}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
             ],
@@ -462,6 +469,9 @@ class ControlPlane:
                 f"--service-account-issuer={self._server_url}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
+                # Loopback cannot be written into the "kubernetes" Endpoints ("may not be in the
+                # loopback range"), so do not reconcile them.
+                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 *self.apiserver_args,
             ],

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.backend.stop()
-            state.engine.dispose()
+            state.close()
 
     app = FastAPI(title="Vivid Flow", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     install_handlers(app)

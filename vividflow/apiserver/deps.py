@@ -10,7 +10,6 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.errors import ApiError, unauthorized
-from vividflow.apiserver.services import keys
 from vividflow.apiserver.services.keys import Principal
 from vividflow.apiserver.state import AppState
 from vividflow.settings import Settings
@@ -20,7 +19,7 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.vivid
     return state
 
@@ -28,7 +27,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -43,19 +42,16 @@ def get_db(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def current_principal(
-    state: StateDep,
-    session: SessionDep,
-    response: Response,
-    api_key: Annotated[str | None, Security(api_key_header)] = None,
+async def current_principal(
+    state: StateDep, response: Response, api_key: Annotated[str | None, Security(api_key_header)] = None
 ) -> Principal:
     """Authenticate the key, then count the request against its rate limits."""
     if not api_key:
         raise unauthorized("Send your API key in the X-API-Key header.")
-    principal = keys.authenticate(session, api_key)
+    principal = state.authenticator.cached(api_key) or await state.run_db(state.authenticator.lookup, api_key)
     if principal is None:
         raise unauthorized("The API key is not valid or has been revoked.")
-    limit = state.limiter.hit(principal.key_id)
+    limit = await state.limiter.hit(principal.key_id)
     if not limit.allowed:
         raise ApiError(
             429,

@@ -1,4 +1,9 @@
-"""Per-key request limits with the `limits` library: in process by default, Redis when configured."""
+"""Per-key request limits with the `limits` library: in process by default, Redis when configured.
+
+The sliding-window counter keeps two counters per key and window (O(1) a request, in memory or
+Redis), weighting the previous window by how much of it still overlaps: close to a true moving
+window without storing a timestamp per request.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.storage import Storage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
 
 
 @dataclass(frozen=True)
@@ -31,20 +37,27 @@ class RateLimitState:
         }
 
 
-class KeyRateLimiter:
-    def __init__(self, limits: list[str], storage_uri: str | None) -> None:
-        self.items: list[RateLimitItem] = [parse(text) for text in limits]
-        storage = storage_from_string(storage_uri or "memory://")
-        assert isinstance(storage, Storage)  # the synchronous flavour, for sync routes
-        self.storage = storage
-        self._limiter = MovingWindowRateLimiter(self.storage)
+def async_storage_uri(redis_url: str | None) -> str:
+    """`limits` selects its asyncio storages with an ``async+`` scheme prefix."""
+    return f"async+{redis_url}" if redis_url else "async+memory://"
 
-    def hit(self, key: str) -> RateLimitState:
+
+class KeyRateLimiter:
+    def __init__(self, limits: list[str], redis_url: str | None) -> None:
+        self.items: list[RateLimitItem] = [parse(text) for text in limits]
+        # redis-py's asyncio client (a dependency already) rather than the default coredis
+        options = {"implementation": "redispy"} if redis_url else {}
+        storage = storage_from_string(async_storage_uri(redis_url), **options)
+        assert isinstance(storage, Storage)
+        self.storage = storage
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
+
+    async def hit(self, key: str) -> RateLimitState:
         """Count one request; the state of the limit closest to running out (or the one broken)."""
         tightest: RateLimitState | None = None
         for item in self.items:
-            allowed = self._limiter.hit(item, "api-key", key)
-            stats = self._limiter.get_window_stats(item, "api-key", key)
+            allowed = await self._limiter.hit(item, "api-key", key)
+            stats = await self._limiter.get_window_stats(item, "api-key", key)
             state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
             if not allowed:
                 return state
@@ -52,5 +65,5 @@ class KeyRateLimiter:
                 tightest = state
         return tightest or RateLimitState(True, 0, 0, time.time())
 
-    def ping(self) -> bool:
-        return bool(self.storage.check())
+    async def ping(self) -> bool:
+        return bool(await self.storage.check())

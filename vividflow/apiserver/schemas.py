@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import Row
 
 from vividflow.apiserver.clock import iso
 from vividflow.apiserver.db.models import ApiKey, Job
@@ -59,7 +60,7 @@ class JobStatusBody(BaseModel):
     failure_reason: str | None = Field(None, description="Machine-readable reason of a failure.")
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None = None) -> JobStatusBody:
+    def of(cls, job: Job | Row[Any], queue_position: int | None = None) -> JobStatusBody:
         status = JobStatus(job.status)
         body: dict[str, Any] = {
             "job_id": job.id,

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from vividflow.apiserver.auth import Authenticator
 from vividflow.apiserver.backends.base import JobBackend
 from vividflow.apiserver.db.session import make_engine, make_session_factory
 from vividflow.apiserver.ratelimit import KeyRateLimiter
 from vividflow.settings import Settings
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -19,7 +28,19 @@ class AppState:
     engine: Engine
     session_factory: sessionmaker[Session]
     limiter: KeyRateLimiter
+    authenticator: Authenticator
     backend: JobBackend
+    db_executor: ThreadPoolExecutor
+    """A few threads for the hot paths' database work: fewer threads contending for the GIL
+    answer faster than the general worker pool, and slow URL fetches there cannot starve them."""
+
+    async def run_db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_executor, functools.partial(function, *args, **kwargs))
+
+    def close(self) -> None:
+        self.db_executor.shutdown(wait=True)
+        self.engine.dispose()
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -30,7 +51,9 @@ class AppState:
             engine=engine,
             session_factory=session_factory,
             limiter=KeyRateLimiter(settings.rate_limits, settings.redis_url),
+            authenticator=Authenticator(session_factory, settings.auth_cache_seconds),
             backend=make_backend(settings, session_factory),
+            db_executor=ThreadPoolExecutor(settings.db_threads, thread_name_prefix="vividflow-db"),
         )
 
 

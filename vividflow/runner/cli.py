@@ -1,6 +1,7 @@
 """Run one job from a spec file or JSON; print and record the result for whoever started us.
 
-Exit codes: 0 success, 2 invalid input (not worth a retry), 1 any other failure.
+Exit codes: 0 success, 2 invalid input (not worth a retry), 1 any other failure. A spec that
+cannot be read or is not a valid JobSpec is invalid input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -10,11 +11,20 @@ import logging
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.runner.core import Runner
 from vividflow.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID_INPUT = 0, 1, 2
+TERMINATION_LOG_BYTES = 4096
+"""Kubernetes keeps at most this much of a termination message."""
+_SPEC_ERROR_CHARS = 1000
+
+
+class InvalidSpec(ValueError):
+    """The job spec could not be read or is not a valid JobSpec (a one-line reason)."""
 
 
 def exit_code(result: RunResult) -> int:
@@ -23,15 +33,51 @@ def exit_code(result: RunResult) -> int:
     return EXIT_INVALID_INPUT if result.reason is FailureReason.INVALID_INPUT else EXIT_FAILED
 
 
+def termination_message(result: RunResult) -> str:
+    """The result as JSON within :data:`TERMINATION_LOG_BYTES`; an over-long error message is
+    shortened (never the JSON cut), so whoever reads the message can still parse it."""
+    text = result.model_dump_json(exclude_none=True)
+    message = result.error_message or ""
+    while len(text.encode()) > TERMINATION_LOG_BYTES and message:
+        excess = len(text.encode()) - TERMINATION_LOG_BYTES
+        message = message[: max(0, len(message) - excess - 1)]
+        shortened = result.model_copy(update={"error_message": message + "…"})
+        text = shortened.model_dump_json(exclude_none=True)
+    return text
+
+
 def write_termination_log(result: RunResult, path: Path) -> None:
     """Kubernetes shows this file's content as the container's termination message (4 KiB max)."""
     try:
-        path.write_text(result.model_dump_json(exclude_none=True)[:4096])
+        path.write_text(termination_message(result), encoding="utf-8")
     except OSError:
         logging.getLogger(__name__).debug("no termination log at %s", path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def read_spec(spec_file: Path | None, spec_json: str | None) -> JobSpec:
+    """The JobSpec from a file or a JSON string; :class:`InvalidSpec` says in one line what is wrong."""
+    if spec_file is not None:
+        try:
+            text = spec_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+            raise InvalidSpec(f"cannot read the job spec file {spec_file}: {reason}") from None
+    else:
+        text = spec_json or ""
+    try:
+        return JobSpec.model_validate_json(text)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            where = ".".join(str(part) for part in item["loc"])
+            problems.append(f"{where}: {item['msg']}" if where else item["msg"])
+        summary = " ".join(f"invalid job spec: {'; '.join(problems)}".split())
+        if len(summary) > _SPEC_ERROR_CHARS:
+            summary = summary[: _SPEC_ERROR_CHARS - 1] + "…"
+        raise InvalidSpec(summary) from None
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vividflow.runner", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec-file", type=Path, help="a JobSpec as a JSON file")
@@ -40,9 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(name)s: %(message)s")
 
     settings = Settings()
-    text = args.spec_file.read_text() if args.spec_file else args.spec_json
-    spec = JobSpec.model_validate_json(text)
-    result = Runner(settings).run(spec, on_progress=lambda p: logging.info("progress %d%%", p))
+    try:
+        spec = read_spec(args.spec_file, args.spec_json)
+    except InvalidSpec as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        result = RunResult.failure(FailureReason.INVALID_INPUT, str(error))
+    else:
+        result = Runner(settings, started=started).run(spec, on_progress=lambda p: logging.info("progress %d%%", p))
     write_termination_log(result, settings.termination_log)
     print(result.model_dump_json(exclude_none=True))
     sys.exit(exit_code(result))

@@ -68,11 +68,17 @@ class _MonotonicProgress:
 class Runner:
     """Runs jobs one at a time and keeps each loaded model warm for the next job."""
 
-    def __init__(self, settings: Settings, loaders: dict[ModelName, ModelLoader] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loaders: dict[ModelName, ModelLoader] | None = None,
+        started: float | None = None,
+    ) -> None:
+        """``started``: when the runner's process began (``time.monotonic()``), if earlier than now."""
         self.settings = settings
         self._loaders = loaders or DEFAULT_LOADERS
         self._models: dict[ModelName, VideoModel] = {}
-        self._fresh_since: float | None = time.monotonic()
+        self._fresh_since: float | None = started if started is not None else time.monotonic()
         """Set until the first job: a cold runner's spin-up counts from its own start."""
 
     def run(
@@ -103,6 +109,7 @@ class Runner:
         workdir: Path,
     ) -> RunResult:
         progress(0)
+        self._result_url(spec.output_uri)  # an unusable destination fails before any work is done
         try:
             data = locations.read_input(spec.input_uri, self.settings)  # validated by content
             mime_type = images.sniff_image_type(data) or "image/png"
@@ -120,7 +127,8 @@ class Runner:
             image_mime_type=mime_type,
             output_path=workdir / f"{spec.job_id}.mp4",
         )
-        output = model.generate(request, progress, should_cancel)
+        # 100 means the video is stored: the model's own 100 waits until the upload is done.
+        output = model.generate(request, lambda percent: progress(min(percent, 99)), should_cancel)
         generation_time = time.monotonic() - generation_started
 
         upload_started = time.monotonic()
@@ -147,10 +155,18 @@ class Runner:
             upload_time=round(upload_time, 3),
         )
         return RunResult.success(
-            result_url=locations.result_url_for(spec.output_uri, self.settings),
+            result_url=self._result_url(spec.output_uri),  # signed URLs: their validity starts now
             output_uri=spec.output_uri,
             metrics=metrics,
         )
+
+    def _result_url(self, output_uri: str) -> str:
+        """Where clients download the output (e.g. a local path outside the results directory has
+        no such URL: that spec is invalid)."""
+        try:
+            return locations.result_url_for(output_uri, self.settings)
+        except StorageError as error:
+            raise InvalidInput(f"Output {output_uri}: {error.message}") from error
 
     def _model(self, name: ModelName) -> VideoModel:
         model = self._models.get(name)

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from vividflow.apiserver.deps import PrincipalDep, StateDep
 from vividflow.apiserver.generate_input import read_generate_input
@@ -102,7 +101,7 @@ async def generate(
 ) -> Any:
     wanted = await read_generate_input(request)
     checked = await check_input(wanted.upload, wanted.image_url, state.settings)
-    accepted = await run_in_threadpool(submit.submit, state, principal, wanted, checked)
+    accepted = await state.run_db(submit.submit, state, principal, wanted, checked)
     wait = parse_prefer_wait(prefer, state.settings.prefer_wait_max_seconds)
     if wait > 0:
         final = await _wait_for_end(state, accepted.job_id, wait)
@@ -118,7 +117,7 @@ async def generate(
 async def _wait_for_end(state: AppState, job_id: str, seconds: float) -> JobStatusBody | None:
     deadline = time.monotonic() + seconds
     while True:
-        body = await run_in_threadpool(_terminal_status, state, job_id)
+        body = await state.run_db(_terminal_status, state, job_id)
         if body is not None or time.monotonic() >= deadline:
             return body
         await asyncio.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))

@@ -14,7 +14,6 @@ from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import CancelResponse, HistoryItem, HistoryResponse, JobStatusBody
 from vividflow.apiserver.services import jobs
 from vividflow.apiserver.services.keys import Principal
-from vividflow.jobspec import JobStatus
 
 router = APIRouter(tags=["jobs"])
 
@@ -35,10 +34,15 @@ def owned_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
     summary="A job's status",
     responses=error_responses(403, 404),
 )
-def status(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
-    job = owned_job(session, principal, job_id)
-    position = jobs.queue_ahead(session, job)[0] if job.status == JobStatus.QUEUED else None
-    return JSONResponse(JobStatusBody.of(job, position).model_dump(mode="json", exclude_none=True))
+async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+    # The hottest endpoint (clients poll it): one hop to the DB threads and plain SQL, no ORM session.
+    found = await state.run_db(jobs.status_row, state.engine, job_id)
+    if found is None:
+        raise not_found(f"No job with id {job_id}.")
+    row, position = found
+    if row.user_id != principal.user_id:
+        raise forbidden("This job belongs to another user.")
+    return JSONResponse(JobStatusBody.of(row, position).model_dump(mode="json", exclude_none=True))
 
 
 @router.post(

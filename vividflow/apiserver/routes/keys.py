@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from vividflow.apiserver.db.models import ApiKey, User
-from vividflow.apiserver.deps import PrincipalDep, SessionDep
+from vividflow.apiserver.deps import PrincipalDep, SessionDep, StateDep
 from vividflow.apiserver.errors import forbidden, not_found
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import KeyCreated, KeyCreateRequest, KeyInfo, KeyList, KeyRevoked
@@ -43,7 +43,7 @@ def create_key(
     summary="Revoke an API key",
     responses=error_responses(403, 404),
 )
-def revoke_key(key_id: str, session: SessionDep, principal: PrincipalDep) -> KeyRevoked:
+def revoke_key(key_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> KeyRevoked:
     key = session.get(ApiKey, key_id)
     if key is None:
         raise not_found(f"No API key with id {key_id}.")
@@ -51,4 +51,5 @@ def revoke_key(key_id: str, session: SessionDep, principal: PrincipalDep) -> Key
         raise forbidden("This API key belongs to another user.")
     keys.revoke_key(session, key)
     session.commit()
+    state.authenticator.forget(key.id)
     return KeyRevoked(id=key.id)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.clock import utcnow
@@ -176,26 +176,35 @@ def fail_processing(session: Session, message: str, reason: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
+    """A job's row and, while it is queued, how many queued jobs are ahead of it."""
+    with engine.connect() as connection:
+        row = connection.execute(select(Job.__table__).where(Job.id == job_id)).one_or_none()
+        if row is None:
+            return None
+        if row.status != JobStatus.QUEUED.value:
+            return row, None
+        ahead = connection.scalar(
+            select(func.count()).where(Job.status == JobStatus.QUEUED.value, Job.seq < row.seq)
+        )
+        return row, int(ahead or 0)
+
+
 def history(session: Session, user_id: str, limit: int) -> list[Job]:
     query = select(Job).where(Job.user_id == user_id).order_by(Job.seq.desc()).limit(limit)
     return list(session.scalars(query))
 
 
 def queue_ahead(session: Session, job: Job) -> tuple[int, int]:
-    """(queued jobs submitted before ``job``, jobs processing now)."""
-    queued = (
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.status == JobStatus.QUEUED.value, Job.seq < job.seq)
-        )
-        or 0
-    )
-    processing = (
-        session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.PROCESSING.value))
-        or 0
-    )
-    return queued, processing
+    """(queued jobs submitted before ``job``, jobs processing now), in one query."""
+    queued_before = and_(Job.status == JobStatus.QUEUED.value, Job.seq < job.seq)
+    row = session.execute(
+        select(
+            func.count().filter(queued_before),
+            func.count().filter(Job.status == JobStatus.PROCESSING.value),
+        ).where(or_(queued_before, Job.status == JobStatus.PROCESSING.value))
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def recent_run_seconds(session: Session, model: str, sample: int = 20) -> list[float]:

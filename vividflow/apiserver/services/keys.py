@@ -53,11 +53,12 @@ def create_key(session: Session, user: User, name: str) -> CreatedKey:
     return CreatedKey(key=key, secret=secret)
 
 
-def authenticate(session: Session, secret: str) -> Principal | None:
+def authenticate_digest(session: Session, key_hash: str) -> Principal | None:
+    """The owner of the unrevoked key with this digest, if any."""
     row = session.execute(
         select(ApiKey.id, ApiKey.user_id, User.email, ApiKey.revoked_at)
         .join(User, User.id == ApiKey.user_id)
-        .where(ApiKey.key_hash == hash_key(secret))
+        .where(ApiKey.key_hash == key_hash)
     ).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
