@@ -43,22 +43,39 @@ class Server:
         self.key = key
 
     def adapt(self, example: str, image: Path) -> str:
-        return (example.replace(SPEC_URL, f"{self.url}/api/v1").replace(SPEC_KEY, self.key)
-                .replace("/path/to/image.jpg", str(image)))
+        return (
+            example.replace(SPEC_URL, f"{self.url}/api/v1")
+            .replace(SPEC_KEY, self.key)
+            .replace("/path/to/image.jpg", str(image))
+        )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake_vertex: FakeVertex) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("serve")
     port = free_port()
-    env = {**os.environ, "VIVID_DATA_DIR": str(data_dir), "VIVID_WORKERS": "1",
-           "VIVID_PUBLIC_URL": f"http://127.0.0.1:{port}", **fake_vertex.settings_env()}
+    env = {
+        **os.environ,
+        "VIVID_DATA_DIR": str(data_dir),
+        "VIVID_WORKERS": "1",
+        "VIVID_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        **fake_vertex.settings_env(),
+    }
     env.pop("VIVID_DATABASE_URL", None)
-    created = subprocess.run([sys.executable, "-m", "vividflow.cli", "keys", "create", "--user",
-                              "spec@example.com"], env=env, capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [sys.executable, "-m", "vividflow.cli", "keys", "create", "--user", "spec@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = created.stdout.strip().splitlines()[-1]
-    process = subprocess.Popen([sys.executable, "-m", "vividflow.cli", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vividflow.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -81,8 +98,9 @@ def test_python_example(server: Server, fake_vertex: FakeVertex, tmp_path: Path)
     (tmp_path / "image.jpg").write_bytes(image_bytes("JPEG"))
     script = tmp_path / "example.py"
     script.write_text(server.adapt(spec_example("python"), tmp_path / "image.jpg"))
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "Job submitted: " in result.stdout
     assert f"Video URL: {server.url}/files/results/" in result.stdout

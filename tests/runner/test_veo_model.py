@@ -49,8 +49,14 @@ def _png() -> bytes:
 PNG = _png()
 
 
-def make_request(tmp_path: Path, *, input_uri: str | None = None, output_uri: str | None = None,
-                 deadline_seconds: int = 30, **params: Any) -> GenerationRequest:
+def make_request(
+    tmp_path: Path,
+    *,
+    input_uri: str | None = None,
+    output_uri: str | None = None,
+    deadline_seconds: int = 30,
+    **params: Any,
+) -> GenerationRequest:
     output_path = tmp_path / "out.mp4"
     spec = JobSpec(
         job_id="6f1c1f8e-9d55-4a55-9a39-2b5f3c0d7e11",
@@ -63,8 +69,13 @@ def make_request(tmp_path: Path, *, input_uri: str | None = None, output_uri: st
         deadline_seconds=deadline_seconds,
         created_at=datetime.now(UTC),
     )
-    return GenerationRequest(spec=spec, image=Image.open(io.BytesIO(PNG)).convert("RGB"),
-                             image_bytes=PNG, image_mime_type="image/png", output_path=output_path)
+    return GenerationRequest(
+        spec=spec,
+        image=Image.open(io.BytesIO(PNG)).convert("RGB"),
+        image_bytes=PNG,
+        image_mime_type="image/png",
+        output_path=output_path,
+    )
 
 
 class Progress:
@@ -94,8 +105,9 @@ def model(settings: Settings) -> VeoModel:
     return VeoModel.load(settings)
 
 
-def fail(model: VeoModel, request: GenerationRequest,
-         should_cancel: Callable[[], bool] = never) -> RunnerError:
+def fail(
+    model: VeoModel, request: GenerationRequest, should_cancel: Callable[[], bool] = never
+) -> RunnerError:
     with pytest.raises(RunnerError) as info:
         model.generate(request, Progress(), should_cancel)
     assert "Traceback" not in info.value.message and "\n" not in info.value.message
@@ -110,11 +122,13 @@ def test_fold_prompt_leaves_prompt_alone_without_motion() -> None:
 
 
 def test_fold_prompt_appends_labelled_sentences_in_fixed_order() -> None:
-    params = VeoParams(environmental_animation="snow falls gently.", camera_motion="slow dolly in",
-                       subject_animation="the fox turns its head")
+    params = VeoParams(
+        environmental_animation="snow falls gently.",
+        camera_motion="slow dolly in",
+        subject_animation="the fox turns its head",
+    )
     assert fold_prompt(PROMPT, params) == (
-        f"{PROMPT}\n\nCamera: slow dolly in. Subject: the fox turns its head. "
-        "Environment: snow falls gently."
+        f"{PROMPT}\n\nCamera: slow dolly in. Subject: the fox turns its head. Environment: snow falls gently."
     )
     assert fold_prompt(PROMPT, VeoParams(subject_animation="runs")) == f"{PROMPT}\n\nSubject: runs."
 
@@ -140,8 +154,14 @@ def test_output_prefix_is_a_job_scratch_dir_beside_the_destination() -> None:
 
 def test_success_with_inline_bytes(fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path) -> None:
     fake_vertex.set_scenario(polls=3)
-    request = make_request(tmp_path, duration_seconds=6, resolution="1080p", enhance_prompt=True,
-                           camera_motion="orbit left", environmental_animation="wind")
+    request = make_request(
+        tmp_path,
+        duration_seconds=6,
+        resolution="1080p",
+        enhance_prompt=True,
+        camera_motion="orbit left",
+        environmental_animation="wind",
+    )
     progress = Progress()
 
     output = model.generate(request, progress, never)
@@ -153,14 +173,24 @@ def test_success_with_inline_bytes(fake_vertex: FakeVertex, model: VeoModel, tmp
     assert submit.headers["x-goog-api-key"] == fake_vertex.api_key
     instance = submit.body["instances"][0]
     assert instance["prompt"] == f"{PROMPT}\n\nCamera: orbit left. Environment: wind."
-    assert instance["image"] == {"bytesBase64Encoded": base64.b64encode(PNG).decode(),
-                                 "mimeType": "image/png"}
-    assert submit.body["parameters"] == {"sampleCount": 1, "durationSeconds": 6,
-                                         "resolution": "1080p", "enhancePrompt": True}
+    assert instance["image"] == {
+        "bytesBase64Encoded": base64.b64encode(PNG).decode(),
+        "mimeType": "image/png",
+    }
+    assert submit.body["parameters"] == {
+        "sampleCount": 1,
+        "durationSeconds": 6,
+        "resolution": "1080p",
+        "enhancePrompt": True,
+    }
     assert len(fake_vertex.polls) == 4
     assert fake_vertex.polls[0].body == {"operationName": fake_vertex.polls[0].body["operationName"]}
-    assert fake_vertex.polls[0].body["operationName"].startswith(
-        "projects/fake-project/locations/us-central1/publishers/google/models/veo-3.1-generate-001/operations/"
+    assert (
+        fake_vertex.polls[0]
+        .body["operationName"]
+        .startswith(
+            "projects/fake-project/locations/us-central1/publishers/google/models/veo-3.1-generate-001/operations/"
+        )
     )
     assert progress.values == sorted(progress.values) and progress.values[-1] == 100
     assert all(v < 95 for v in progress.values[:-1])
@@ -173,8 +203,10 @@ def test_application_default_credentials_path(fake_vertex: FakeVertex, tmp_path:
     model.generate(make_request(tmp_path), Progress(), never)
 
     [submit] = fake_vertex.submits
-    assert submit.path == ("/v1beta1/projects/fake-project/locations/us-central1/publishers/google/"
-                           "models/veo-3.1-generate-001:predictLongRunning")
+    assert submit.path == (
+        "/v1beta1/projects/fake-project/locations/us-central1/publishers/google/"
+        "models/veo-3.1-generate-001:predictLongRunning"
+    )
     assert submit.headers["Authorization"] == f"Bearer {FAKE_BEARER_TOKEN}"
     assert "x-goog-api-key" not in {k.lower() for k in submit.headers}
 
@@ -226,13 +258,12 @@ def test_storage_failure_after_generation_is_reported(
     error = fail(model, make_request(tmp_path, output_uri=f"gs://{bucket}/videos/result-2.mp4"))
     assert error.reason is FailureReason.UPSTREAM_ERROR
     assert error.message.startswith(f"Could not fetch Veo's video from gs://{bucket}/videos/_veo/")
-    assert error.message.endswith(
-        "Forbidden: 403 caller does not have storage.objects.create access"
-    )
+    assert error.message.endswith("Forbidden: 403 caller does not have storage.objects.create access")
 
 
-def test_operation_error_is_an_upstream_failure(fake_vertex: FakeVertex, model: VeoModel,
-                                                tmp_path: Path) -> None:
+def test_operation_error_is_an_upstream_failure(
+    fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path
+) -> None:
     fake_vertex.set_scenario(outcome="error", error_code=13, error_message="Internal error in Veo.")
     error = fail(model, make_request(tmp_path))
     assert isinstance(error, UpstreamError)
@@ -240,8 +271,9 @@ def test_operation_error_is_an_upstream_failure(fake_vertex: FakeVertex, model: 
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_invalid_argument_operation_error_blames_the_input(fake_vertex: FakeVertex, model: VeoModel,
-                                                           tmp_path: Path) -> None:
+def test_invalid_argument_operation_error_blames_the_input(
+    fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path
+) -> None:
     fake_vertex.set_scenario(outcome="error", error_code=3, error_message="Image is too small.")
     error = fail(model, make_request(tmp_path))
     assert error.reason is FailureReason.INVALID_INPUT
@@ -263,8 +295,9 @@ def test_quota_exceeded_on_submit(fake_vertex: FakeVertex, model: VeoModel, tmp_
     assert len(fake_vertex.submits) == 1 and not fake_vertex.polls  # no silent retries that cost money
 
 
-def test_bad_request_on_submit_blames_the_input(fake_vertex: FakeVertex, model: VeoModel,
-                                                tmp_path: Path) -> None:
+def test_bad_request_on_submit_blames_the_input(
+    fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path
+) -> None:
     fake_vertex.set_scenario(submit_status=400, submit_message="Unsupported image dimensions.")
     error = fail(model, make_request(tmp_path))
     assert isinstance(error, InvalidInput)
@@ -283,16 +316,18 @@ def test_unreachable_endpoint(settings: Settings, tmp_path: Path) -> None:
     assert error.message.startswith("Could not reach Vertex AI: ConnectError")
 
 
-def test_transient_poll_failures_are_retried(fake_vertex: FakeVertex, model: VeoModel,
-                                             tmp_path: Path) -> None:
+def test_transient_poll_failures_are_retried(
+    fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path
+) -> None:
     fake_vertex.set_scenario(poll_failures=2, polls=0)
     output = model.generate(make_request(tmp_path), Progress(), never)
     assert output.local_path is not None and output.local_path.read_bytes() == tiny_mp4()
     assert len(fake_vertex.polls) == 3
 
 
-def test_persistent_poll_failures_fail_the_job(fake_vertex: FakeVertex, model: VeoModel,
-                                               tmp_path: Path) -> None:
+def test_persistent_poll_failures_fail_the_job(
+    fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path
+) -> None:
     fake_vertex.set_scenario(poll_failures=10)
     error = fail(model, make_request(tmp_path))
     assert type(error) is UpstreamError
@@ -320,8 +355,7 @@ def test_cancel_between_polls(fake_vertex: FakeVertex, model: VeoModel, tmp_path
     assert polls == 2 and len(fake_vertex.polls) == polls
 
 
-def test_cancel_before_submit_sends_nothing(fake_vertex: FakeVertex, model: VeoModel,
-                                            tmp_path: Path) -> None:
+def test_cancel_before_submit_sends_nothing(fake_vertex: FakeVertex, model: VeoModel, tmp_path: Path) -> None:
     error = fail(model, make_request(tmp_path), lambda: True)
     assert isinstance(error, Cancelled)
     assert fake_vertex.requests == []
@@ -329,8 +363,9 @@ def test_cancel_before_submit_sends_nothing(fake_vertex: FakeVertex, model: VeoM
 
 def test_poll_backoff_grows_and_caps(fake_vertex: FakeVertex, settings: Settings, tmp_path: Path) -> None:
     fake_vertex.set_scenario(polls=7)
-    model = VeoModel.load(settings.model_copy(update={"veo_poll_initial_seconds": 0.02,
-                                                      "veo_poll_max_seconds": 0.05}))
+    model = VeoModel.load(
+        settings.model_copy(update={"veo_poll_initial_seconds": 0.02, "veo_poll_max_seconds": 0.05})
+    )
     model.generate(make_request(tmp_path), Progress(), never)
 
     times = [r.at for r in fake_vertex.requests]

@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         result = RunResult.failure(FailureReason.INVALID_INPUT, str(error))
     else:
-        result = Runner(settings, started=started).run(spec, on_progress=lambda p: logging.info("progress %d%%", p))
+        result = Runner(settings, started=started).run(
+            spec, on_progress=lambda p: logging.info("progress %d%%", p)
+        )
     write_termination_log(result, settings.termination_log)
     print(result.model_dump_json(exclude_none=True))
     sys.exit(exit_code(result))
