@@ -32,6 +32,14 @@ def serve(
     uvicorn.run(create_app(get_settings()), host=host, port=port)
 
 
+@app.command()
+def crd() -> None:
+    """Print the VideoJob CustomResourceDefinition (crds/videojob.yaml)."""
+    from vividflow.crd import render
+
+    typer.echo(render(), nl=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all database migrations."""

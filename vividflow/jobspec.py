@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -85,6 +85,9 @@ VEO_DURATIONS = (4, 6, 8)
 VEO_RESOLUTIONS = ("720p", "1080p")
 
 
+_SIDE: dict[str, Any] = {"minimum": WAN_MIN_SIDE, "maximum": WAN_MAX_SIDE, "multipleOf": WAN_SIDE_MULTIPLE}
+
+
 def _check_wan_side(name: str, value: int) -> int:
     if not WAN_MIN_SIDE <= value <= WAN_MAX_SIDE or value % WAN_SIDE_MULTIPLE:
         raise ValueError(
@@ -100,9 +103,23 @@ class WanParams(_Wire):
         "blurry, low quality, distorted", max_length=2000, description="What to avoid."
     )
     cfg: float = Field(7.5, ge=1.0, le=20.0, description="Guidance scale, 1.0-20.0.")
-    width: int = Field(1280, description="Output width in pixels: a multiple of 16 within 16-1920.")
-    height: int = Field(720, description="Output height in pixels: a multiple of 16 within 16-1920.")
-    length: int = Field(81, description="Number of frames: 5-241 with (length - 1) divisible by 4.")
+    width: int = Field(
+        1280, description="Output width in pixels: a multiple of 16 within 16-1920.", json_schema_extra=_SIDE
+    )
+    height: int = Field(
+        720, description="Output height in pixels: a multiple of 16 within 16-1920.", json_schema_extra=_SIDE
+    )
+    length: int = Field(
+        81,
+        description="Number of frames: 5-241 with (length - 1) divisible by 4.",
+        json_schema_extra={
+            "minimum": WAN_MIN_FRAMES,
+            "maximum": WAN_MAX_FRAMES,
+            "x-kubernetes-validations": [
+                {"rule": "(self - 1) % 4 == 0", "message": "length - 1 must be divisible by 4"}
+            ],
+        },
+    )
     steps: int = Field(30, ge=1, le=100, description="Diffusion steps, 1-100.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed, 0-4294967295.")
 
@@ -125,8 +142,12 @@ class WanParams(_Wire):
 class VeoParams(_Wire):
     """Parameters of ``veo3.1`` (Google Veo 3.1 on Vertex AI)."""
 
-    duration_seconds: int = Field(4, description="Video length in seconds: 4, 6 or 8.")
-    resolution: str = Field("720p", description="720p or 1080p.")
+    duration_seconds: int = Field(
+        4, description="Video length in seconds: 4, 6 or 8.", json_schema_extra={"enum": list(VEO_DURATIONS)}
+    )
+    resolution: str = Field(
+        "720p", description="720p or 1080p.", json_schema_extra={"enum": list(VEO_RESOLUTIONS)}
+    )
     camera_motion: str | None = Field(
         None, max_length=200, description="Camera movement, folded into the prompt."
     )
@@ -200,15 +221,18 @@ DEFAULT_DEADLINE_SECONDS = 3600
 class JobSpec(_Wire):
     """Everything a runner needs to turn one request into one video."""
 
-    job_id: str = Field(description="The public job id (a UUID).")
+    job_id: str = Field(alias="jobID", description="The public job id (a UUID).")
     owner: str = Field(description="Id of the user who submitted the job.")
     model: ModelName
     prompt: str = Field(min_length=1, max_length=2000)
     input_uri: str = Field(
-        description="Where the input image is: a local path, gs://bucket/object or https URL."
+        alias="inputURI",
+        description="Where the input image is: a local path, gs://bucket/object or https URL.",
     )
     parameters: JobParameters
-    output_uri: str = Field(description="Where the MP4 goes: a local path or gs://bucket/object.")
+    output_uri: str = Field(
+        alias="outputURI", description="Where the MP4 goes: a local path or gs://bucket/object."
+    )
     deadline_seconds: int = Field(DEFAULT_DEADLINE_SECONDS, ge=1, description="Run-time limit once started.")
     created_at: datetime = Field(description="When the API accepted the job (for total_time).")
     cancel_requested: bool = False
@@ -239,8 +263,8 @@ class RunResult(_Wire):
     """What a runner reports for one job: success with a result, or a failure with a reason."""
 
     ok: bool
-    result_url: str | None = None
-    output_uri: str | None = None
+    result_url: str | None = Field(None, alias="resultURL")
+    output_uri: str | None = Field(None, alias="outputURI")
     metrics: JobMetrics | None = None
     error_message: str | None = None
     reason: FailureReason | None = None
@@ -254,5 +278,47 @@ class RunResult(_Wire):
         return cls(ok=False, reason=reason, error_message=message, metrics=metrics)
 
 
-ProgressPercent = Annotated[int, Field(ge=0, le=100)]
-RunnerPhase = Literal["starting", "loading", "generating", "encoding", "uploading", "done"]
+# ---------------------------------------------------------------------------------------------
+# The VideoJob custom resource: cluster mode's record of a job (crds/ is generated from these).
+# ---------------------------------------------------------------------------------------------
+
+GROUP = "vivid.studioionique.com"
+VERSION = "v1alpha1"
+KIND = "VideoJob"
+PLURAL = "videojobs"
+SHORT_NAME = "vj"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Phase = Literal["Queued", "Processing", "Completed", "Failed", "Cancelled"]
+
+
+class Condition(_Wire):
+    """A Kubernetes-style condition (``Started``, ``Finished``)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+    observed_generation: int | None = None
+
+
+class VideoJobStatus(_Wire):
+    """What the operator (and, for progress, the runner) reports on a VideoJob."""
+
+    phase: Phase = "Queued"
+    progress: int = Field(0, ge=0, le=100, description="0-100 while processing.")
+    result_url: str | None = Field(None, alias="resultURL")
+    error_message: str | None = None
+    reason: FailureReason | None = Field(None, description="Machine-readable reason of a failure.")
+    metrics: JobMetrics | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    duration: str | None = Field(None, description="Run time so far or in all, e.g. 1m5s (a column).")
+    job_name: str | None = Field(None, description="The batch/v1 Job running this VideoJob.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus.from_phase(self.phase)
