@@ -20,6 +20,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
     {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
 ]
+DESCRIPTION = "One image-to-video request, run by the Vivid Flow operator as a batch/v1 Job."
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs"}
 
 
@@ -93,7 +94,7 @@ def videojob_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "One image-to-video request, run by the Vivid Flow operator as a batch/v1 Job.",
+                            "description": DESCRIPTION,
                             "required": ["spec"],
                             "properties": {"spec": _model_schema(JobSpec), "status": status},
                         }
