@@ -82,6 +82,39 @@ class Settings(BaseSettings):
     veo_poll_initial_seconds: float = Field(5.0, gt=0)
     veo_poll_max_seconds: float = Field(30.0, gt=0)
 
+    # --- cluster mode (API backend "kubernetes", operator, runner Jobs) -------------------------
+    kube_namespace: str = Field("default", description="Namespace of VideoJobs and their Jobs.")
+    runner_image: str = Field("vividflow-runner:latest", description="Image of runner Jobs.")
+    runner_command: list[str] = Field(
+        default_factory=lambda: ["python", "-m", "vividflow.runner"],
+        description="Command of the runner container (JSON list); the spec is appended as --spec-json.",
+    )
+    runner_service_account: str | None = Field(
+        "vividflow-runner", description="ServiceAccount of runner Pods (may patch videojobs/status)."
+    )
+    runner_env: dict[str, str] = Field(default_factory=dict, description="Extra env of runner Pods (JSON).")
+    runner_env_secret: str | None = Field(
+        None, description="Secret whose keys become runner env (Vertex key, VIVID_* settings)."
+    )
+    gcs_credentials_secret: str | None = Field(
+        None,
+        description="Secret with a service-account key.json, mounted for GOOGLE_APPLICATION_CREDENTIALS.",
+    )
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource requested by wan2.1 Jobs.")
+    gpu_count: int = Field(1, ge=0)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of GPU Jobs.")
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tolerations of GPU Jobs."
+    )
+    gpu_priority_class: str | None = Field(None, description="priorityClassName of GPU Jobs.")
+    model_cache_pvc: str | None = Field(None, description="PVC mounted as the model cache of GPU Jobs.")
+    model_cache_path: str = Field("/models", description="Where the model cache is mounted (HF_HOME).")
+    job_backoff_limit: int = Field(2, ge=0, description="Retries of a runner Job.")
+    job_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of runner Jobs.")
+    max_running_gpu_jobs: int = Field(0, ge=0, description="GPU Jobs running at once; 0 = no limit.")
+    kueue_queue: str | None = Field(None, description="Hand admission to Kueue: this LocalQueue's name.")
+    operator_resync_seconds: float = Field(30.0, gt=0, description="Level-based resync of active VideoJobs.")
+
     # --- runner in a container ---------------------------------------------------------------
     termination_log: Path = Field(
         Path("/dev/termination-log"), description="Where a containerised runner writes its result JSON."
