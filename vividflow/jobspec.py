@@ -289,6 +289,31 @@ PLURAL = "videojobs"
 SHORT_NAME = "vj"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+LABEL_JOB_ID = f"{GROUP}/job-id"
+LABEL_OWNER = f"{GROUP}/owner"
+LABEL_VIDEOJOB = f"{GROUP}/videojob"
+"""On a runner Job and its Pods: the name of the VideoJob they run."""
+LABEL_MODEL = f"{GROUP}/model"
+
+
+def videojob_name(job_id: str) -> str:
+    """The VideoJob's name (and its Job's): deterministic, so creating it twice is harmless."""
+    return f"vj-{job_id}"
+
+
+def videojob_manifest(spec: JobSpec, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": videojob_name(spec.job_id),
+            "namespace": namespace,
+            "labels": {LABEL_JOB_ID: spec.job_id, LABEL_OWNER: spec.owner, LABEL_MODEL: spec.model.value},
+        },
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
 Phase = Literal["Queued", "Processing", "Completed", "Failed", "Cancelled"]
 
 

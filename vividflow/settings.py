@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     operator_resync_seconds: float = Field(30.0, gt=0, description="Level-based resync of active VideoJobs.")
 
     # --- runner in a container ---------------------------------------------------------------
+    videojob_name: str | None = Field(None, description="Set in runner Pods: report progress onto it.")
+    videojob_namespace: str | None = Field(None, description="Set in runner Pods with videojob_name.")
     termination_log: Path = Field(
         Path("/dev/termination-log"), description="Where a containerised runner writes its result JSON."
     )
