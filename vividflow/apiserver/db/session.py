@@ -17,7 +17,9 @@ a connection."""
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_SIZE)
+        # No pre-ping (a round trip per checkout): connections are recycled instead, and one that
+        # died with a database restart fails a single request and is then replaced.
+        return create_engine(url, pool_size=POOL_SIZE // 2, max_overflow=POOL_SIZE, pool_recycle=300)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(

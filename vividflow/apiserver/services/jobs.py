@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, func, or_, select, update
+from sqlalchemy import Engine, Row, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.clock import utcnow
@@ -177,17 +177,22 @@ def fail_processing(session: Session, message: str, reason: str) -> int:
 
 
 def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
-    """A job's row and, while it is queued, how many queued jobs are ahead of it."""
-    with engine.connect() as connection:
-        row = connection.execute(select(Job.__table__).where(Job.id == job_id)).one_or_none()
-        if row is None:
-            return None
-        if row.status != JobStatus.QUEUED.value:
-            return row, None
-        ahead = connection.scalar(
-            select(func.count()).where(Job.status == JobStatus.QUEUED.value, Job.seq < row.seq)
-        )
-        return row, int(ahead or 0)
+    """A job's row and, while it is queued, how many queued jobs are ahead of it: one statement
+    outside any transaction (a single round trip on PostgreSQL)."""
+    ahead_table = Job.__table__.alias("ahead")
+    ahead = (
+        select(func.count())
+        .select_from(ahead_table)
+        .where(ahead_table.c.status == JobStatus.QUEUED.value, ahead_table.c.seq < Job.seq)
+        .scalar_subquery()
+    )
+    position = case((Job.status == JobStatus.QUEUED.value, ahead), else_=None).label("queue_position")
+    query = select(Job.__table__, position).where(Job.id == job_id)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        row = connection.execute(query).one_or_none()
+    if row is None:
+        return None
+    return row, None if row.queue_position is None else int(row.queue_position)
 
 
 def history(session: Session, user_id: str, limit: int) -> list[Job]:
