@@ -125,10 +125,9 @@ def cold_run(index: int, work: Path, model_dir: Path, input_path: Path, threads:
 
 def warm_runs(runs: int, work: Path, model_dir: Path, input_path: Path) -> dict[str, Any]:
     """Runner jobs and direct pipeline calls on one loaded pipeline, alternating; their times."""
-    import torch
 
     from vividflow.runner.core import ModelLoader, Runner
-    from vividflow.runner.models.wan import WanModel, fit_image
+    from vividflow.runner.models.wan import WanModel, fit_image, pipeline_arguments
     from vividflow.settings import Settings
     from vividflow.storage.images import decode_image
 
@@ -151,18 +150,7 @@ def warm_runs(runs: int, work: Path, model_dir: Path, input_path: Path) -> dict[
 
     def call_pipeline() -> float:
         started = time.perf_counter()
-        pipe(
-            image=image,
-            prompt=PROMPT,
-            negative_prompt=params.negative_prompt,
-            height=params.height,
-            width=params.width,
-            num_frames=params.length,
-            num_inference_steps=params.steps,
-            guidance_scale=params.cfg,
-            generator=torch.Generator(device=model.device).manual_seed(params.seed),
-            output_type="np",
-        )
+        pipe(**pipeline_arguments(PROMPT, params, image, model.device))
         return time.perf_counter() - started
 
     first_job, _ = run_job("warm-first")  # the process's first generation: lazy initialisation

@@ -5,7 +5,7 @@ without ever moving a job backwards."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Row, and_, case, func, or_, select, update
@@ -16,11 +16,13 @@ from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.services import credits
 from vividflow.apiserver.services.keys import Principal
 from vividflow.jobspec import (
+    FailureReason,
     JobParameters,
     JobSpec,
     JobStatus,
     ModelName,
     RunResult,
+    VideoJobStatus,
 )
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
@@ -116,13 +118,15 @@ def claim_next_queued(session: Session, models: Iterable[ModelName] | None = Non
             return get_job(session, job_id)
 
 
-def record_progress(session: Session, job_id: str, progress: int) -> None:
-    session.execute(
+def record_progress(session: Session, job_id: str, progress: int) -> bool:
+    """Raise a processing job's progress (never lowers it); True if it rose."""
+    result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.progress < progress)
         .values(progress=progress, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_result(session: Session, job_id: str, result: RunResult) -> bool:
@@ -157,6 +161,57 @@ def record_result(session: Session, job_id: str, result: RunResult) -> bool:
         run_seconds=run_seconds,
         completed_at=now,
     )
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def apply_videojob_status(session: Session, job_id: str, status: VideoJobStatus) -> bool:
+    """Mirror a VideoJob's whole status onto its job (level-based: applying it twice, late or out
+    of order never moves a job backwards, lowers progress or changes a terminal job); True if the
+    row changed."""
+    target = status.status
+    if target is JobStatus.QUEUED:
+        return False
+    started = _naive_utc(status.start_time)
+    if target is JobStatus.PROCESSING:
+        moved = transition(
+            session,
+            job_id,
+            JobStatus.PROCESSING,
+            [JobStatus.QUEUED],
+            started_at=started or utcnow(),
+            progress=status.progress,
+        )
+        return record_progress(session, job_id, status.progress) or moved
+    job = get_job(session, job_id)
+    if job is None or JobStatus(job.status).is_terminal:
+        return False
+    ended = _naive_utc(status.completion_time) or utcnow()
+    started = job.started_at or started
+    values: dict[str, Any] = {
+        "started_at": started,
+        "completed_at": ended,
+        "run_seconds": (ended - started).total_seconds() if started else None,
+        "metrics": status.metrics.model_dump(mode="json") if status.metrics else None,
+    }
+    if target is JobStatus.COMPLETED:
+        values.update(progress=100, result_url=status.result_url)
+    else:
+        default = FailureReason.CANCELLED if target is JobStatus.CANCELLED else FailureReason.INTERNAL
+        values.update(error_message=status.error_message, failure_reason=(status.reason or default).value)
+        if target is JobStatus.CANCELLED:
+            values["cancel_requested"] = True
+    return transition(session, job_id, target, ACTIVE, **values)
+
+
+def active_job_ids(session: Session) -> dict[str, JobStatus]:
+    """Every queued or processing job: id -> status."""
+    query = select(Job.id, Job.status).where(Job.status.in_([status.value for status in ACTIVE]))
+    return {job_id: JobStatus(status) for job_id, status in session.execute(query)}
 
 
 def fail_processing(session: Session, message: str, reason: str) -> int:

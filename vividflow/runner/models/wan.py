@@ -61,6 +61,24 @@ class WanLoadOptions:
         )
 
 
+def pipeline_arguments(prompt: str, params: WanParams, image: Image.Image, device: str) -> dict[str, Any]:
+    """How every wan2.1 parameter maps onto ``WanImageToVideoPipeline.__call__``."""
+    import torch
+
+    return {
+        "image": image,
+        "prompt": prompt,
+        "negative_prompt": params.negative_prompt,
+        "height": params.height,
+        "width": params.width,
+        "num_frames": params.length,
+        "num_inference_steps": params.steps,
+        "guidance_scale": params.cfg,
+        "generator": torch.Generator(device=device).manual_seed(params.seed),
+        "output_type": "np",
+    }
+
+
 class WanModel:
     """A loaded Wan 2.1 I2V pipeline (kept warm between jobs); one generation at a time."""
 
@@ -148,7 +166,6 @@ class WanModel:
         progress: _MonotonicProgress,
         should_cancel: CancelCheck,
     ) -> Any:
-        import torch
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             total = pipe.num_timesteps or params.steps
@@ -157,16 +174,7 @@ class WanModel:
             return {}
 
         output = self._pipe(
-            image=image,
-            prompt=prompt,
-            negative_prompt=params.negative_prompt,
-            height=params.height,
-            width=params.width,
-            num_frames=params.length,
-            num_inference_steps=params.steps,
-            guidance_scale=params.cfg,
-            generator=torch.Generator(device=self.device).manual_seed(params.seed),
-            output_type="np",
+            **pipeline_arguments(prompt, params, image, self.device),
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=[],
         )
