@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.https_server",
     "tests.fixtures.tiny_wan",
     "tests.fixtures.fake_vertex",
+    "tests.fixtures.kube",
 ]

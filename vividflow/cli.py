@@ -40,6 +40,48 @@ def crd() -> None:
     typer.echo(render(), nl=False)
 
 
+@app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", "-n", help="Serve this namespace (repeatable); default VIVID_KUBE_NAMESPACE."
+        ),
+    ] = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", help="Serve every namespace.")] = False,
+    liveness: Annotated[
+        str | None, typer.Option(help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz.")
+    ] = None,
+    standalone: Annotated[
+        bool, typer.Option("--standalone", help="Run alone, without peering (the default).")
+    ] = False,
+    peering: Annotated[
+        str | None, typer.Option(help="Take turns with other replicas through this KopfPeering object.")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Peering priority (default: derived from the host name).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Reconcile worker threads.")] = 8,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the VideoJob operator (kopf): VideoJobs -> runner Jobs -> VideoJob status."""
+    from vividflow.operator.main import run
+
+    settings = get_settings()
+    if peering is not None and standalone:
+        raise typer.BadParameter("--standalone and --peering exclude each other")
+    namespaces = [] if all_namespaces else (namespace or [settings.kube_namespace])
+    run(
+        settings,
+        namespaces=namespaces,
+        liveness=liveness,
+        peering=peering,
+        priority=priority,
+        workers=workers,
+        verbose=verbose,
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply all database migrations."""

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
         None,
         description="Secret with a service-account key.json, mounted for GOOGLE_APPLICATION_CREDENTIALS.",
     )
+    runner_resources: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Container resources of runner Pods (JSON: requests/limits); GPUs are added for wan2.1.",
+    )
     gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource requested by wan2.1 Jobs.")
     gpu_count: int = Field(1, ge=0)
     gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="nodeSelector of GPU Jobs.")

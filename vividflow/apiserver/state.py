@@ -59,7 +59,9 @@ class AppState:
 
 def make_backend(settings: Settings, session_factory: sessionmaker[Session]) -> JobBackend:
     if settings.backend == "kubernetes":
-        raise NotImplementedError("the kubernetes backend arrives with the cluster-mode work")
+        from vividflow.apiserver.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings, session_factory)
     from vividflow.apiserver.backends.local import LocalBackend
 
     return LocalBackend(settings, session_factory)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.runner.core import Runner
+from vividflow.runner.progress import progress_reporter
 from vividflow.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID_INPUT = 0, 1, 2
@@ -92,9 +93,18 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         result = RunResult.failure(FailureReason.INVALID_INPUT, str(error))
     else:
-        result = Runner(settings, started=started).run(
-            spec, on_progress=lambda p: logging.info("progress %d%%", p)
-        )
+        reporter = progress_reporter(settings)  # in a Pod: onto the VideoJob's status
+
+        def on_progress(percent: int) -> None:
+            logging.info("progress %d%%", percent)
+            if reporter is not None:
+                reporter(percent)
+
+        try:
+            result = Runner(settings, started=started).run(spec, on_progress=on_progress)
+        finally:
+            if reporter is not None:
+                reporter.close()
     write_termination_log(result, settings.termination_log)
     print(result.model_dump_json(exclude_none=True))
     sys.exit(exit_code(result))

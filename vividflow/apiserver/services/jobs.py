@@ -67,6 +67,8 @@ def get_job(session: Session, job_id: str) -> Job | None:
 
 
 def job_spec(job: Job, deadline_seconds: int) -> JobSpec:
+    """The runner's (and the VideoJob's) spec of ``job``; times are timezone-aware UTC, as the
+    VideoJob schema's date-time format requires."""
     return JobSpec(
         job_id=job.id,
         owner=job.user_id,
@@ -76,7 +78,7 @@ def job_spec(job: Job, deadline_seconds: int) -> JobSpec:
         parameters=JobParameters.model_validate(job.parameters),
         output_uri=job.output_uri,
         deadline_seconds=deadline_seconds,
-        created_at=job.created_at,
+        created_at=job.created_at.replace(tzinfo=UTC) if job.created_at.tzinfo is None else job.created_at,
         cancel_requested=job.cancel_requested,
     )
 

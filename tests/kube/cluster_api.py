@@ -1,0 +1,133 @@
+"""The REST API in cluster mode, for the tests: settings, a least-privilege ServiceAccount, and
+helpers to submit jobs, poll their status and look at their VideoJobs as an administrator."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from fastapi.testclient import TestClient
+from kubernetes import client as k8s
+
+from tests.api.conftest import app_state, create_api_key, image_bytes
+from vividflow.apiserver.app import create_app
+from vividflow.apiserver.backends.kubernetes import KubernetesBackend
+from vividflow.jobspec import GROUP, LABEL_JOB_ID, PLURAL, VERSION, videojob_name
+from vividflow.settings import Settings
+
+API_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "watch", "patch"]}
+]
+"""Everything the API server may do in its namespace (the Helm chart's Role for it)."""
+TERMINAL = {"completed", "failed", "cancelled"}
+TINY_WAN = {"width": 32, "height": 32, "length": 9, "steps": 2, "seed": 7}
+
+
+def cluster_settings(tmp_path: Path, namespace: str, bucket: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "backend": "kubernetes",
+        "data_dir": tmp_path / "data",
+        "database_url": f"sqlite:///{tmp_path / 'api.db'}",
+        "kube_namespace": namespace,
+        "gcs_bucket": bucket,
+        "public_url": "http://testserver",
+        "workers": 0,
+        "rate_limits": ["100000/hour"],  # the tests poll /status often; limits are tested elsewhere
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def running_api(settings: Settings) -> Iterator[TestClient]:
+    """The API started (lifespan run: migrations, backend threads) and stopped afterwards."""
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def backend(client: TestClient) -> KubernetesBackend:
+    found = app_state(client).backend
+    assert isinstance(found, KubernetesBackend)
+    return found
+
+
+def new_user(client: TestClient, email: str) -> dict[str, str]:
+    return {"X-API-Key": create_api_key(client, email)}
+
+
+def submit(client: TestClient, headers: dict[str, str], model: str = "wan2.1", **fields: Any) -> str:
+    params = TINY_WAN if model == "wan2.1" and not fields else fields
+    data = {"prompt": "a lighthouse in a storm", "model": model, **{k: str(v) for k, v in params.items()}}
+    image = ("in.png", image_bytes("PNG", (48, 32)), "image/png")
+    response = client.post("/api/v1/generate", data=data, headers=headers, files={"image": image})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def status_of(client: TestClient, headers: dict[str, str], job_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/v1/status/{job_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_status(
+    client: TestClient,
+    headers: dict[str, str],
+    job_id: str,
+    until: set[str] | None = None,
+    timeout: float = 30.0,
+    check: Any = None,
+) -> dict[str, Any]:
+    """Poll GET /status until its status is in ``until`` (default: terminal) and ``check(body)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = status_of(client, headers, job_id)
+        if body["status"] in (until or TERMINAL) and (check is None or check(body)):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {body} after {timeout} s")
+        time.sleep(0.1)
+
+
+def ready(client: TestClient) -> bool:
+    return client.get("/readyz").status_code == 200
+
+
+# -- the cluster side, seen by an administrator ------------------------------------------------------
+
+
+def videojobs(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listed = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, label_selector=LABEL_JOB_ID
+    )
+    return cast(list[dict[str, Any]], cast(dict[str, Any], listed)["items"])
+
+
+def videojob(api: k8s.ApiClient, namespace: str, job_id: str) -> dict[str, Any]:
+    found = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, videojob_name(job_id)
+    )
+    return cast(dict[str, Any], found)
+
+
+def set_status(api: k8s.ApiClient, namespace: str, job_id: str, **status: Any) -> None:
+    """Patch the VideoJob's status subresource by hand, as the operator does."""
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, videojob_name(job_id), {"status": status}
+    )
+
+
+def kubeconfig_via(kubeconfig: Path, server: str, destination: Path) -> Path:
+    """A copy of ``kubeconfig`` whose cluster is reached at ``server`` (e.g. through a TcpProxy)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = server
+    destination.write_text(json.dumps(config))
+    return destination

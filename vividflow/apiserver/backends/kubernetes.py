@@ -1,0 +1,330 @@
+"""Cluster mode: each accepted job becomes a VideoJob, and VideoJob status is mirrored into the DB.
+
+The database stays the API's record (history, usage and credits are DB queries and outlive
+VideoJob cleanup); the cluster is told about jobs and reports back. Two threads:
+
+- the mirror (:mod:`videojob_mirror`): lists and watches VideoJobs and applies each one's whole
+  status to its job (:func:`jobs.apply_videojob_status`: conditional, never backwards);
+- the reconciler: at start, every ``resync_seconds`` and soon after a failed request, compares
+  the DB's active jobs with the VideoJobs: creates the missing ones (the API may have died, or the
+  Kubernetes API been down, between the DB commit and the create), applies every status again,
+  re-sends cancels that did not arrive, and fails processing jobs whose VideoJob is gone.
+
+Creating a VideoJob is idempotent (deterministic name; AlreadyExists is success), so the request
+path, the reconciler and a second API replica may all try.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from vividflow.apiserver.backends.videojob_mirror import VideoJobMirror
+from vividflow.apiserver.clock import utcnow
+from vividflow.apiserver.db.models import Job
+from vividflow.apiserver.services import jobs
+from vividflow.jobspec import (
+    GROUP,
+    LABEL_JOB_ID,
+    PLURAL,
+    VERSION,
+    FailureReason,
+    JobStatus,
+    VideoJobStatus,
+    videojob_manifest,
+    videojob_name,
+)
+from vividflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 60.0
+RETRY_SECONDS = 2.0
+WATCH_TIMEOUT_SECONDS = 240
+REQUEST_TIMEOUT = (3.0, 10.0)
+"""(connect, read) seconds of one create or patch: the request path must not hang on a dead API
+server (the job is safe in the DB; the reconciler creates its VideoJob later)."""
+DEFAULT_PARALLELISM = 8
+"""Jobs expected to run at once when no GPU concurrency limit is set (wait estimates only)."""
+REFUSED_MESSAGE = "The cluster refused the job:"
+VANISHED_MESSAGE = "The job's VideoJob was deleted before the job finished. Please submit it again."
+_STATUS_KEYS = frozenset(field.alias or name for name, field in VideoJobStatus.model_fields.items())
+
+
+class ClusterModeError(RuntimeError):
+    """Cluster mode is misconfigured (raised when the API server starts)."""
+
+
+def load_configuration() -> client.Configuration:
+    """In-cluster credentials when running in a Pod, else the kubeconfig (``KUBECONFIG``)."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
+        except (config.ConfigException, OSError) as error:
+            raise ClusterModeError(f"no Kubernetes credentials: not in a cluster and {error}") from error
+    return configuration
+
+
+def parse_status(raw: Any) -> VideoJobStatus | None:
+    """A VideoJob's ``.status`` (fields of others, e.g. kopf's, ignored); None if absent or invalid."""
+    if not isinstance(raw, dict) or not raw.get("phase"):
+        return None
+    try:
+        known = {key: value for key, value in raw.items() if key in _STATUS_KEYS}
+        return VideoJobStatus.model_validate(known)
+    except ValidationError as error:
+        log.warning("ignoring an invalid VideoJob status: %s", error)
+        return None
+
+
+def _message(error: ApiException) -> str:
+    """The Status message of a Kubernetes API error (its reason when the body is not a Status)."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason)
+
+
+def _job_id(obj: dict[str, Any]) -> str | None:
+    labels: dict[str, str] = obj.get("metadata", {}).get("labels") or {}
+    return labels.get(LABEL_JOB_ID)
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        resync_seconds: float = RESYNC_SECONDS,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+    ) -> None:
+        if not settings.gcs_bucket:
+            raise ClusterModeError(
+                "VIVID_BACKEND=kubernetes needs VIVID_GCS_BUCKET: runner Jobs read inputs from and "
+                "write videos to Cloud Storage, not the API server's disk"
+            )
+        self.settings = settings
+        self.session_factory = session_factory
+        self.namespace = settings.kube_namespace
+        self.parallelism = settings.max_running_gpu_jobs or DEFAULT_PARALLELISM
+        configuration = load_configuration()
+        configuration.retries = 1  # one retry for a stale keep-alive connection; then fail fast
+        self._api_client = client.ApiClient(configuration)
+        self._watch_client = client.ApiClient(configuration)
+        self._api = client.CustomObjectsApi(self._api_client)
+        self._resync_seconds = resync_seconds
+        self.mirror = VideoJobMirror(
+            self._watch_client,
+            self.namespace,
+            self._mirror,
+            label_selector=LABEL_JOB_ID,
+            watch_timeout_seconds=watch_timeout_seconds,
+        )
+        self._stopping = threading.Event()
+        self._retry_soon = False
+        self._missing_processing: set[str] = set()
+        self._reconciler: threading.Thread | None = None
+        self.reconciles = 0
+
+    # -- JobBackend -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self.mirror.start()
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="vividflow-videojob-reconcile", daemon=True
+        )
+        self._reconciler.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.mirror.stop()
+        if self._reconciler is not None:
+            self._reconciler.join(timeout=20)
+            self._reconciler = None
+        self._api_client.close()  # type: ignore[no-untyped-call]
+        self._watch_client.close()  # type: ignore[no-untyped-call]
+
+    def submitted(self, job_id: str) -> None:
+        if not self._create(job_id):
+            self._retry_later()
+
+    def cancelled(self, job_id: str) -> None:
+        if not self._request_cancel(job_id):
+            self._retry_later()
+
+    def is_ready(self) -> bool:
+        alive = self.mirror.is_alive() and self._reconciler is not None and self._reconciler.is_alive()
+        return alive and self.mirror.healthy
+
+    # -- Kubernetes requests ----------------------------------------------------------------------
+
+    def _create(self, job_id: str) -> bool:
+        """Create the VideoJob of a queued job; True unless the request failed."""
+        with self.session_factory() as session:
+            job = jobs.get_job(session, job_id)
+            if job is None or job.status != JobStatus.QUEUED.value:
+                return True
+            spec = jobs.job_spec(job, self.settings.job_deadline_seconds)
+        try:
+            self._api.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                videojob_manifest(spec, self.namespace),
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return True
+            if error.status in (400, 422):  # the spec itself is refused: retrying cannot help
+                self._refused(job_id, _message(error))
+                return True
+            log.warning(
+                "creating VideoJob of job %s failed: HTTP %s %s", job_id, error.status, _message(error)
+            )
+            return False
+        except Exception as error:
+            log.warning("creating VideoJob of job %s failed: %s", job_id, error)
+            return False
+        log.info("created VideoJob %s", videojob_name(job_id))
+        return True
+
+    def _refused(self, job_id: str, message: str) -> None:
+        log.error("the API server refused the VideoJob of job %s: %s", job_id, message)
+        with self.session_factory.begin() as session:
+            jobs.transition(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                [JobStatus.QUEUED],
+                error_message=f"{REFUSED_MESSAGE} {message}",
+                failure_reason=FailureReason.INTERNAL.value,
+                completed_at=utcnow(),
+            )
+
+    def _request_cancel(self, job_id: str) -> bool:
+        """Set ``spec.cancelRequested``; True if done or there is no VideoJob (none will be made)."""
+        try:
+            self._api.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                videojob_name(job_id),
+                {"spec": {"cancelRequested": True}},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            log.warning(
+                "cancelling VideoJob of job %s failed: HTTP %s %s", job_id, error.status, _message(error)
+            )
+            return False
+        except Exception as error:
+            log.warning("cancelling VideoJob of job %s failed: %s", job_id, error)
+            return False
+        return True
+
+    # -- status -> database -----------------------------------------------------------------------
+
+    def _mirror(self, obj: dict[str, Any]) -> None:
+        job_id, status = _job_id(obj), parse_status(obj.get("status"))
+        if job_id is None or status is None:
+            return
+        with self.session_factory.begin() as session:
+            jobs.apply_videojob_status(session, job_id, status)
+
+    # -- reconciling ------------------------------------------------------------------------------
+
+    def _retry_later(self) -> None:
+        self._retry_soon = True
+
+    def _reconcile_loop(self) -> None:
+        """Reconcile at start, every ``resync_seconds``, and within RETRY_SECONDS of a failure."""
+        next_run = 0.0
+        while not self._stopping.is_set():
+            if self._retry_soon or time.monotonic() >= next_run:
+                self._retry_soon = False
+                try:
+                    self.reconcile()
+                except Exception as error:
+                    log.warning("reconciling jobs with VideoJobs failed: %s", error)
+                    self._retry_soon = True
+                next_run = time.monotonic() + self._resync_seconds
+            self._stopping.wait(RETRY_SECONDS)
+
+    def reconcile(self) -> None:
+        """Bring the cluster and the DB's active jobs together (see the module docstring)."""
+        with self.session_factory() as session:
+            active = jobs.active_job_ids(session)  # read before listing: see _settle_missing
+        listed = self._api.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, label_selector=LABEL_JOB_ID, _request_timeout=(5.0, 60.0)
+        )
+        items: list[dict[str, Any]] = cast(dict[str, Any], listed).get("items", [])
+        by_job = {job_id: obj for obj in items if (job_id := _job_id(obj))}
+        for obj in by_job.values():
+            self._mirror(obj)
+        self._resend_cancels(by_job)
+        self._settle_missing({job_id: s for job_id, s in active.items() if job_id not in by_job})
+        self.reconciles += 1
+
+    def _resend_cancels(self, by_job: dict[str, Any]) -> None:
+        waiting = [
+            job_id
+            for job_id, obj in by_job.items()
+            if not obj.get("spec", {}).get("cancelRequested")
+            and (parse_status(obj.get("status")) or VideoJobStatus()).status in jobs.ACTIVE
+        ]
+        if not waiting:
+            return
+        with self.session_factory() as session:
+            query = select(Job.id).where(Job.id.in_(waiting), Job.status == JobStatus.CANCELLED.value)
+            cancelled = list(session.scalars(query))
+        for job_id in cancelled:
+            if not self._request_cancel(job_id):
+                self._retry_soon = True
+
+    def _settle_missing(self, missing: dict[str, JobStatus]) -> None:
+        """Active jobs without a VideoJob. The DB was read before the list, so a queued one was
+        never created (create it); a processing one had its VideoJob deleted. That is failed only
+        when seen twice in a row, so a VideoJob deleted right after finishing (whose last status
+        the mirror applies from the DELETED event) is not failed by a race."""
+        for job_id, status in missing.items():
+            if status is JobStatus.QUEUED and not self._create(job_id):
+                self._retry_soon = True
+        processing = {job_id for job_id, status in missing.items() if status is JobStatus.PROCESSING}
+        for job_id in processing & self._missing_processing:
+            with self.session_factory.begin() as session:
+                jobs.transition(
+                    session,
+                    job_id,
+                    JobStatus.FAILED,
+                    [JobStatus.PROCESSING],
+                    error_message=VANISHED_MESSAGE,
+                    failure_reason=FailureReason.INTERRUPTED.value,
+                    completed_at=utcnow(),
+                )
+            log.warning("job %s failed: its VideoJob is gone", job_id)
+        self._missing_processing = processing - self._missing_processing

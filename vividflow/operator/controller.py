@@ -1,0 +1,154 @@
+"""The operator's moving parts behind kopf: watch events fill the cache and queue the VideoJob they
+concern; worker threads reconcile queued VideoJobs; a resync thread re-queues every active VideoJob
+each ``operator_resync_seconds`` (time-based changes: durations, image-pull grace), and every
+``FRESH_EVERY``-th round on fresh reads, so that nothing depends on no watch event being missed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from vividflow.operator.cache import Cache, Key, key_of
+from vividflow.operator.events import EventRecorder
+from vividflow.operator.kube import Kube
+from vividflow.operator.reconciler import Reconciler
+from vividflow.operator.status import TERMINAL_PHASES
+from vividflow.operator.workqueue import WorkQueue
+from vividflow.settings import Settings
+
+log = logging.getLogger(__name__)
+Json = Mapping[str, Any]
+FRESH_EVERY = 10
+WorkKey = tuple[str, str, str]
+"""("videojob", namespace, name) or ("admission", namespace, "")"""
+
+
+class Controller:
+    def __init__(
+        self, settings: Settings, kube: Kube, *, workers: int = 8, image_pull_grace: float = 60.0
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.cache = Cache()
+        self.reconciler = Reconciler(
+            settings, kube, self.cache, EventRecorder(kube), image_pull_grace=image_pull_grace
+        )
+        self.queue: WorkQueue[WorkKey] = WorkQueue(self._handle, workers=workers, name="reconcile")
+        self._fresh: set[Key] = set()
+        self._fresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._resync_thread: threading.Thread | None = None
+        self.last_resync: float | None = None
+        self._rounds = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self.queue.start()
+        self._resync_thread = threading.Thread(target=self._resync_loop, name="resync", daemon=True)
+        self._resync_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.stop()
+        if self._resync_thread is not None:
+            self._resync_thread.join(5.0)
+        self.kube.close()
+
+    def health(self) -> dict[str, Any]:
+        """For the liveness probe; raises when the workers or the resync thread are gone."""
+        resync_alive = self._resync_thread is not None and self._resync_thread.is_alive()
+        if not self.queue.alive or not resync_alive:
+            raise RuntimeError("reconcile workers or the resync thread stopped")
+        return {
+            "queue": self.queue.depth(),
+            "handled": self.queue.handled,
+            "errors": self.queue.errors,
+            **self.cache.sizes(),
+        }
+
+    # -- watch events (called from kopf's event loop: no blocking) -----------------------------------
+
+    def on_videojob(self, event_type: str | None, body: Json) -> None:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.cache.forget_videojob(key)  # its Job and Pods go by owner references
+            return
+        if not self.cache.put_videojob(body) and event_type is not None:
+            return  # the echo of our own write (or older): nothing new to reconcile
+        new = not (body.get("status") or {}).get("jobName") and self.cache.job(key) is None
+        self.queue.add(("videojob", *key), urgent=new)
+
+    def on_job(self, event_type: str | None, body: Json) -> None:
+        if event_type == "DELETED":
+            self.cache.forget_job(body)
+            if self.settings.max_running_gpu_jobs > 0:  # it may have held a GPU slot
+                self.queue.add(("admission", body["metadata"]["namespace"], ""))
+        elif not self.cache.put_job(body) and event_type is not None:
+            return  # the echo of our own create
+        self._enqueue_owner(body)
+
+    def on_pod(self, event_type: str | None, body: Json) -> None:
+        if event_type == "DELETED":
+            self.cache.forget_pod(body)
+        else:
+            self.cache.put_pod(body)
+        self._enqueue_owner(body)
+
+    def _enqueue_owner(self, body: Json) -> None:
+        key = key_of(body)
+        if key is not None and self.cache.videojob(key) is not None:
+            self.queue.add(("videojob", *key))
+
+    # -- work ----------------------------------------------------------------------------------------
+
+    def _handle(self, item: WorkKey, urgent: bool) -> None:
+        kind, namespace, name = item
+        if kind == "admission":
+            self.reconciler.admit(namespace)
+            return
+        key = (namespace, name)
+        with self._fresh_lock:
+            fresh = key in self._fresh
+            self._fresh.discard(key)
+        result = self.reconciler.reconcile(key, fresh=fresh, create_only=urgent and not fresh)
+        if result.sync:
+            self.queue.add(item)
+        if result.requeue_after is not None:
+            self.queue.add(item, after=result.requeue_after)
+        if result.admission:
+            self.queue.add(("admission", namespace, ""))
+
+    def resync(self, *, fresh: bool = True) -> int:
+        """Queue every active VideoJob for a reconcile (``fresh``: read from the API server, not the
+        cache); how many were queued."""
+        count = 0
+        namespaces: set[str] = set()
+        for key in self.cache.videojob_keys():
+            body = self.cache.videojob(key)
+            phase = ((body or {}).get("status") or {}).get("phase")
+            if body is None or phase in TERMINAL_PHASES:
+                continue
+            if fresh:
+                with self._fresh_lock:
+                    self._fresh.add(key)
+            self.queue.add(("videojob", *key))
+            namespaces.add(key[0])
+            count += 1
+        if self.settings.max_running_gpu_jobs > 0:
+            for namespace in namespaces:
+                self.queue.add(("admission", namespace, ""))
+        self.last_resync = time.monotonic()
+        return count
+
+    def _resync_loop(self) -> None:
+        while not self._stop.wait(self.settings.operator_resync_seconds):
+            self._rounds += 1
+            try:
+                self.resync(fresh=self._rounds % FRESH_EVERY == 0)
+            except Exception:  # keep resyncing whatever one round hit
+                log.exception("resync failed")
