@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, and_, case, func, or_, select, update
+from sqlalchemy import Engine, Row, Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.clock import utcnow
@@ -233,9 +233,7 @@ def fail_processing(session: Session, message: str, reason: str) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
-    """A job's row and, while it is queued, how many queued jobs are ahead of it: one statement
-    outside any transaction (a single round trip on PostgreSQL)."""
+def _status_query() -> Select[Any]:
     ahead_table = Job.__table__.alias("ahead")
     ahead = (
         select(func.count())
@@ -244,9 +242,18 @@ def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | Non
         .scalar_subquery()
     )
     position = case((Job.status == JobStatus.QUEUED.value, ahead), else_=None).label("queue_position")
-    query = select(Job.__table__, position).where(Job.id == job_id)
+    return select(Job.__table__, position).where(Job.id == bindparam("job_id"))
+
+
+_STATUS_QUERY = _status_query()
+"""Built once: constructing the statement costs more than running it on SQLite."""
+
+
+def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
+    """A job's row and, while it is queued, how many queued jobs are ahead of it: one statement
+    outside any transaction (a single round trip on PostgreSQL)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row = connection.execute(query).one_or_none()
+        row = connection.execute(_STATUS_QUERY, {"job_id": job_id}).one_or_none()
     if row is None:
         return None
     return row, None if row.queue_position is None else int(row.queue_position)
