@@ -5,13 +5,13 @@ Skipped unless the binaries are built (``hack/kubebin/build.sh``; 10-25 minutes 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from tests.fixtures.kube import wait_for
 from tests.kube.controlplane import ControlPlane, ControlPlaneError, find_bin_dir
 
 kubernetes = pytest.importorskip("kubernetes")
@@ -23,17 +23,6 @@ T = TypeVar("T")
 
 GROUP = "selftest.vividflow.dev"
 NAMESPACE = "plane-selftest"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _client(kubeconfig: Path) -> k8s.ApiClient:
