@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vividflow.apiserver.auth import Authenticator
 from vividflow.apiserver.backends.base import JobBackend
-from vividflow.apiserver.db.session import make_engine, make_session_factory
+from vividflow.apiserver.db.session import make_engine, make_read_engine, make_session_factory
 from vividflow.apiserver.ratelimit import KeyRateLimiter
 from vividflow.settings import Settings
 
@@ -26,6 +26,8 @@ T = TypeVar("T")
 class AppState:
     settings: Settings
     engine: Engine
+    read_engine: Engine
+    """``engine`` for single-statement reads outside a transaction (see make_read_engine)."""
     session_factory: sessionmaker[Session]
     limiter: KeyRateLimiter
     authenticator: Authenticator
@@ -49,6 +51,7 @@ class AppState:
         return cls(
             settings=settings,
             engine=engine,
+            read_engine=make_read_engine(engine),
             session_factory=session_factory,
             limiter=KeyRateLimiter(settings.rate_limits, settings.redis_url),
             authenticator=Authenticator(session_factory, settings.auth_cache_seconds),

@@ -44,3 +44,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_engine(engine: Engine) -> Engine:
+    """The engine for single-statement reads on the hot paths. On PostgreSQL it runs them outside
+    a transaction (no BEGIN/ROLLBACK round trips); SQLite's driver opens no transaction for a SELECT
+    anyway, and switching its isolation level per checkout would only cost time."""
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

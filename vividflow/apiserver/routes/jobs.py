@@ -36,7 +36,7 @@ def owned_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
 )
 async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
     # The hottest endpoint (clients poll it): one hop to the DB threads and plain SQL, no ORM session.
-    found = await state.run_db(jobs.status_row, state.engine, job_id)
+    found = await state.run_db(jobs.status_row, state.read_engine, job_id)
     if found is None:
         raise not_found(f"No job with id {job_id}.")
     row, position = found

@@ -250,9 +250,9 @@ _STATUS_QUERY = _status_query()
 
 
 def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
-    """A job's row and, while it is queued, how many queued jobs are ahead of it: one statement
-    outside any transaction (a single round trip on PostgreSQL)."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    """A job's row and, while it is queued, how many queued jobs are ahead of it, in one statement
+    (pass a read engine: then one round trip on PostgreSQL)."""
+    with engine.connect() as connection:
         row = connection.execute(_STATUS_QUERY, {"job_id": job_id}).one_or_none()
     if row is None:
         return None
