@@ -106,9 +106,16 @@ def run_wrk(
     if script is not None:
         command += ["-s", str(script)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+
+    def figure(pattern: str) -> str:
+        match = re.search(pattern, output)
+        if match is None:
+            raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
+        return match.group(1)
+
+    rps = float(figure(r"Requests/sec:\s+([\d.]+)"))
+    p50 = _ms(figure(r"50%\s+(\S+)"))
+    p99 = _ms(figure(r"99%\s+(\S+)"))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return LoadResult(name, rps, p50, p99, int(non_2xx.group(1)) if non_2xx else 0)
 
