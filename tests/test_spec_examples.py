@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from tests.api.conftest import image_bytes
 from tests.fixtures.fake_vertex import FakeVertex
+from tests.ports import free_port
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "vivid-flow-api.md"
 SPEC_URL = "https://vivid.studioionique.com/api/v1"
@@ -29,12 +29,6 @@ def spec_example(language: str) -> str:
     match = re.search(rf"```{language}\n(.*?)```", SPEC.read_text(), re.DOTALL)
     assert match, f"no {language} example in the spec"
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,37 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48)) -> bytes:
 @pytest.fixture
 def png() -> bytes:
     return image_bytes()
+
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def submit(client: TestClient, headers: dict[str, str], image: bytes | None = None, **fields: Any) -> str:
+    """POST /generate as a multipart form (a small PNG unless ``image``); the accepted job's id."""
+    data = {"prompt": "a lighthouse in a storm", **{k: str(v) for k, v in fields.items()}}
+    upload = ("in.png", image if image is not None else image_bytes("PNG", (48, 32)), "image/png")
+    response = client.post("/api/v1/generate", data=data, headers=headers, files={"image": upload})
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def wait_status(
+    client: TestClient,
+    headers: dict[str, str],
+    job_id: str,
+    until: set[str] | None = None,
+    timeout: float = 120.0,
+    check: Callable[[dict[str, Any]], bool] | None = None,
+) -> dict[str, Any]:
+    """Poll GET /status until its status is in ``until`` (default: terminal) and ``check(body)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/api/v1/status/{job_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] in (until or TERMINAL) and (check is None or check(body)):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {body} after {timeout} s")
+        time.sleep(0.05)

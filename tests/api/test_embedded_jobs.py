@@ -9,46 +9,15 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import MakeSettings, app_state, create_api_key, image_bytes
+from tests.api.conftest import MakeSettings, app_state, create_api_key, image_bytes, submit, wait_status
 from tests.fixtures.fake_vertex import FakeVertex
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.services import jobs
 from vividflow.runner.video import probe_mp4
-
-TERMINAL = {"completed", "failed", "cancelled"}
-
-
-def submit(client: TestClient, headers: dict[str, str], **fields: Any) -> str:
-    data = {"prompt": "a lighthouse in a storm", **{k: str(v) for k, v in fields.items()}}
-    response = client.post(
-        "/api/v1/generate",
-        data=data,
-        headers=headers,
-        files={"image": ("in.png", image_bytes("PNG", (48, 32)), "image/png")},
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
-
-
-def wait_for(
-    client: TestClient,
-    headers: dict[str, str],
-    job_id: str,
-    timeout: float = 120,
-    until: set[str] | None = None,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = client.get(f"/api/v1/status/{job_id}", headers=headers).json()
-        if body["status"] in (until or TERMINAL) or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -68,7 +37,7 @@ def test_veo_job_completes_with_a_served_mp4(
     veo_client: TestClient, veo_headers: dict[str, str], fake_vertex: FakeVertex, tmp_path: Path
 ) -> None:
     job_id = submit(veo_client, veo_headers, model="veo3.1", duration_seconds=6, camera_motion="Dolly in")
-    body = wait_for(veo_client, veo_headers, job_id)
+    body = wait_status(veo_client, veo_headers, job_id)
     assert body["status"] == "completed", body
     assert body["result_url"] == f"http://testserver/files/results/{job_id}.mp4"
     metrics = body["metrics"]
@@ -119,20 +88,20 @@ def test_failures_are_reported_and_the_queue_goes_on(
     veo_client: TestClient, veo_headers: dict[str, str], fake_vertex: FakeVertex
 ) -> None:
     fake_vertex.set_scenario(outcome="rai")
-    body = wait_for(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))
+    body = wait_status(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))
     assert body["status"] == "failed"
     assert "safety" in body["error_message"].lower() and "Traceback" not in body["error_message"]
 
     fake_vertex.set_scenario(polls=1)
-    assert wait_for(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))["status"] == (
-        "completed"
-    )
+    assert wait_status(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))[
+        "status"
+    ] == ("completed")
 
 
 def test_jobs_run_in_submission_order(veo_client: TestClient, veo_headers: dict[str, str]) -> None:
     ids = [submit(veo_client, veo_headers, model="veo3.1") for _ in range(3)]
     for job_id in ids:
-        assert wait_for(veo_client, veo_headers, job_id)["status"] == "completed"
+        assert wait_status(veo_client, veo_headers, job_id)["status"] == "completed"
     with app_state(veo_client).session_factory() as session:
         started = [jobs.get_job(session, job_id).started_at for job_id in ids]  # type: ignore[union-attr]
     assert started == sorted(started)  # type: ignore[type-var]
@@ -147,19 +116,19 @@ def test_a_killed_worker_fails_its_job_and_the_server_lives_on(
 ) -> None:
     fake_vertex.set_scenario(outcome="never")
     job_id = submit(veo_client, veo_headers, model="veo3.1")
-    assert wait_for(veo_client, veo_headers, job_id, until={"processing"})["status"] == "processing"
+    assert wait_status(veo_client, veo_headers, job_id, until={"processing"})["status"] == "processing"
     (worker,) = _worker_processes()
     assert worker.pid is not None
     os.kill(worker.pid, signal.SIGKILL)
 
-    body = wait_for(veo_client, veo_headers, job_id)
+    body = wait_status(veo_client, veo_headers, job_id)
     assert body["status"] == "failed" and body["failure_reason"] == "out_of_memory"
     assert "killed (SIGKILL)" in body["error_message"]
 
     fake_vertex.set_scenario(polls=1)
-    assert wait_for(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))["status"] == (
-        "completed"
-    )
+    assert wait_status(veo_client, veo_headers, submit(veo_client, veo_headers, model="veo3.1"))[
+        "status"
+    ] == ("completed")
 
 
 def test_deadline_stops_a_job(make_settings: MakeSettings, fake_vertex: FakeVertex) -> None:
@@ -167,7 +136,7 @@ def test_deadline_stops_a_job(make_settings: MakeSettings, fake_vertex: FakeVert
     settings = make_settings(workers=1, job_deadline_seconds=2, **fake_vertex.settings_overrides())
     with TestClient(create_app(settings)) as client:
         headers = {"X-API-Key": create_api_key(client, "tim@example.com")}
-        body = wait_for(client, headers, submit(client, headers, model="veo3.1"), timeout=30)
+        body = wait_status(client, headers, submit(client, headers, model="veo3.1"), timeout=30)
     assert body["status"] == "failed" and body["failure_reason"] == "timeout"
 
 
@@ -184,10 +153,10 @@ def test_restart_loses_no_job(make_settings: MakeSettings, fake_vertex: FakeVert
             assert claimed is not None and claimed.id == interrupted
 
     with TestClient(create_app(make_settings(workers=1, **fake_vertex.settings_overrides()))) as client:
-        failed = wait_for(client, headers, interrupted)
+        failed = wait_status(client, headers, interrupted)
         assert failed["status"] == "failed" and failed["failure_reason"] == "interrupted"
         assert "restarted" in failed["error_message"]
-        assert wait_for(client, headers, waiting)["status"] == "completed"
+        assert wait_status(client, headers, waiting)["status"] == "completed"
 
 
 @pytest.mark.slow
@@ -198,8 +167,8 @@ def test_wan_job_through_the_api(
     with TestClient(create_app(settings)) as client:
         headers = {"X-API-Key": create_api_key(client, "wanda@example.com")}
         params = {"width": 32, "height": 32, "length": 9, "steps": 2, "seed": 7}
-        first = wait_for(client, headers, submit(client, headers, **params))
-        second = wait_for(client, headers, submit(client, headers, **params))
+        first = wait_status(client, headers, submit(client, headers, **params))
+        second = wait_status(client, headers, submit(client, headers, **params))
         assert first["status"] == second["status"] == "completed", (first, second)
         videos = []
         for n, body in enumerate((first, second)):

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import MakeSettings, app_state, create_api_key, image_bytes
-from tests.api.test_embedded_jobs import wait_for
+from tests.api.conftest import MakeSettings, app_state, create_api_key, image_bytes, wait_status
 from tests.fixtures.fake_vertex import FakeVertex
 from tests.fixtures.gcs_emulator import GcsEmulator
 from tests.fixtures.https_server import HttpsServer
@@ -136,7 +135,7 @@ def test_results_go_to_gcs_when_a_bucket_is_set(
         )
         job_id = response.json()["job_id"]
         assert job_input_uri(client, job_id) == f"gs://{bucket}/inputs/{job_id}.png"
-        body = wait_for(client, headers, job_id)
+        body = wait_status(client, headers, job_id)
     assert body["status"] == "completed", body
     assert body["result_url"] == f"https://storage.googleapis.com/{bucket}/videos/{job_id}.mp4"
     blob = gcs_emulator.client().bucket(bucket).get_blob(f"videos/{job_id}.mp4")

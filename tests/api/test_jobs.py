@@ -6,26 +6,14 @@ import uuid
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import app_state, create_api_key
+from tests.api.conftest import app_state, create_api_key, submit
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobMetrics, JobStatus, RunResult
 
 
-def submit(client: TestClient, headers: dict[str, str], png: bytes, prompt: str = "a cat") -> str:
-    response = client.post(
-        "/api/v1/generate",
-        data={"prompt": prompt},
-        headers=headers,
-        files={"image": ("in.png", png, "image/png")},
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
-
-
 def test_queued_status_body(client: TestClient, headers: dict[str, str], png: bytes) -> None:
-    first = submit(client, headers, png)
-    second = submit(client, headers, png)
+    first = submit(client, headers)
+    second = submit(client, headers)
     body = client.get(f"/api/v1/status/{second}", headers=headers).json()
     assert body["job_id"] == second and body["status"] == "queued" and body["model"] == "wan2.1"
     assert body["message"] == "Job is in queue. It will start processing shortly."
@@ -37,7 +25,7 @@ def test_queued_status_body(client: TestClient, headers: dict[str, str], png: by
 def test_processing_completed_and_failed_bodies(
     client: TestClient, headers: dict[str, str], png: bytes
 ) -> None:
-    done, broken = submit(client, headers, png), submit(client, headers, png)
+    done, broken = submit(client, headers), submit(client, headers)
     factory = app_state(client).session_factory
     with factory.begin() as session:
         assert jobs.claim_next_queued(session) is not None
@@ -71,7 +59,7 @@ def test_processing_completed_and_failed_bodies(
 
 
 def test_cancel_queued_only(client: TestClient, headers: dict[str, str], png: bytes) -> None:
-    queued, running = submit(client, headers, png), submit(client, headers, png)
+    queued, running = submit(client, headers), submit(client, headers)
     with app_state(client).session_factory.begin() as session:
         claimed = jobs.claim_next_queued(session)
         assert claimed is not None and claimed.id == queued
@@ -103,7 +91,7 @@ def test_unknown_job_is_404(client: TestClient, headers: dict[str, str]) -> None
 def test_users_cannot_see_or_cancel_each_others_jobs(
     client: TestClient, headers: dict[str, str], png: bytes
 ) -> None:
-    job_id = submit(client, headers, png, prompt="alice's secret")
+    job_id = submit(client, headers, prompt="alice's secret")
     bob = {"X-API-Key": create_api_key(client, "bob@example.com")}
     for response in (
         client.get(f"/api/v1/status/{job_id}", headers=bob),
@@ -117,7 +105,7 @@ def test_users_cannot_see_or_cancel_each_others_jobs(
 
 
 def test_history_newest_first_with_limits(client: TestClient, headers: dict[str, str], png: bytes) -> None:
-    ids = [submit(client, headers, png, prompt=f"prompt {n}") for n in range(3)]
+    ids = [submit(client, headers, prompt=f"prompt {n}") for n in range(3)]
     body = client.get("/api/v1/history", headers=headers).json()
     assert body["count"] == 3
     assert [job["job_id"] for job in body["jobs"]] == ids[::-1]
@@ -132,7 +120,7 @@ def test_history_newest_first_with_limits(client: TestClient, headers: dict[str,
 
 def test_history_default_limit_is_20(client: TestClient, headers: dict[str, str], png: bytes) -> None:
     for _ in range(21):
-        submit(client, headers, png)
+        submit(client, headers)
     assert client.get("/api/v1/history", headers=headers).json()["count"] == 20
     assert client.get("/api/v1/history?limit=100", headers=headers).json()["count"] == 21
 
@@ -140,7 +128,7 @@ def test_history_default_limit_is_20(client: TestClient, headers: dict[str, str]
 def test_status_after_terminal_never_moves_back(
     client: TestClient, headers: dict[str, str], png: bytes
 ) -> None:
-    job_id = submit(client, headers, png)
+    job_id = submit(client, headers)
     with app_state(client).session_factory.begin() as session:
         assert jobs.cancel_queued(session, jobs.get_job(session, job_id))  # type: ignore[arg-type]
         assert not jobs.transition(session, job_id, JobStatus.PROCESSING, [JobStatus.QUEUED])

@@ -6,8 +6,7 @@ from datetime import date, timedelta
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import MakeSettings, app_state, create_api_key
-from tests.api.test_jobs import submit
+from tests.api.conftest import MakeSettings, app_state, create_api_key, submit
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.clock import next_reset
 from vividflow.apiserver.db.models import User
@@ -27,8 +26,8 @@ def test_usage_fields(client: TestClient, headers: dict[str, str], png: bytes) -
         "daily_limit": 500,
         "reset_time": next_reset().isoformat(timespec="seconds"),
     }
-    first = submit(client, headers, png)
-    submit(client, headers, png)
+    first = submit(client, headers)
+    submit(client, headers)
     client.post(f"/api/v1/cancel/{first}", headers=headers)
     body = client.get("/api/v1/usage", headers=headers).json()
     assert body["total_jobs"] == 2 and body["queued_jobs"] == 1 and body["cancelled_jobs"] == 1
@@ -39,8 +38,8 @@ def test_usage_fields(client: TestClient, headers: dict[str, str], png: bytes) -
 def test_credits_run_out_with_429(make_settings: MakeSettings, png: bytes) -> None:
     with TestClient(create_app(make_settings(daily_limit=2))) as client:
         headers = {"X-API-Key": create_api_key(client, "dana@example.com")}
-        submit(client, headers, png)
-        submit(client, headers, png)
+        submit(client, headers)
+        submit(client, headers)
         response = client.post(
             "/api/v1/generate",
             data={"prompt": "p"},
@@ -70,13 +69,13 @@ def test_credits_run_out_with_429(make_settings: MakeSettings, png: bytes) -> No
 
 
 def test_credits_reset_on_a_new_utc_day(client: TestClient, headers: dict[str, str], png: bytes) -> None:
-    submit(client, headers, png)
+    submit(client, headers)
     with app_state(client).session_factory.begin() as session:
         user = session.query(User).one()
         user.credits_day = date.today() - timedelta(days=1)
         user.credits_used = 500
     assert client.get("/api/v1/usage", headers=headers).json()["credits_remaining"] == 500
-    submit(client, headers, png)
+    submit(client, headers)
     assert client.get("/api/v1/usage", headers=headers).json()["credits_remaining"] == 499
 
 

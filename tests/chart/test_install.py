@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -42,6 +41,7 @@ from tests.fixtures.kube import api_client_for, create_service_account, install_
 from tests.kube.cluster_api import cluster_settings, new_user, running_api, submit, wait_status
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import FakeKubelet
+from tests.ports import free_port
 from vividflow.jobspec import GROUP, PLURAL, VERSION, JobParameters, JobSpec, ModelName, videojob_manifest
 
 RELEASE = "vf"
@@ -65,16 +65,9 @@ class Installed:
         return api_client_for(self.kubeconfigs[component])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def liveness_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ helpers to submit jobs, poll their status and look at their VideoJobs as an admi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,9 @@ import yaml
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 
-from tests.api.conftest import app_state, create_api_key, image_bytes
+from tests.api.conftest import app_state, create_api_key
+from tests.api.conftest import submit as api_submit
+from tests.api.conftest import wait_status as wait_status
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.backends.kubernetes import KubernetesBackend
 from vividflow.jobspec import GROUP, LABEL_JOB_ID, PLURAL, VERSION, videojob_name
@@ -24,7 +25,6 @@ API_RULES: list[dict[str, Any]] = [
     {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["create", "get", "list", "watch", "patch"]}
 ]
 """Everything the API server may do in its namespace (the Helm chart's Role for it)."""
-TERMINAL = {"completed", "failed", "cancelled"}
 TINY_WAN = {"width": 32, "height": 32, "length": 9, "steps": 2, "seed": 7}
 
 
@@ -62,12 +62,7 @@ def new_user(client: TestClient, email: str) -> dict[str, str]:
 
 def submit(client: TestClient, headers: dict[str, str], model: str = "wan2.1", **fields: Any) -> str:
     params = TINY_WAN if model == "wan2.1" and not fields else fields
-    data = {"prompt": "a lighthouse in a storm", "model": model, **{k: str(v) for k, v in params.items()}}
-    image = ("in.png", image_bytes("PNG", (48, 32)), "image/png")
-    response = client.post("/api/v1/generate", data=data, headers=headers, files={"image": image})
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["job_id"]
-    return job_id
+    return api_submit(client, headers, model=model, **params)
 
 
 def status_of(client: TestClient, headers: dict[str, str], job_id: str) -> dict[str, Any]:
@@ -75,25 +70,6 @@ def status_of(client: TestClient, headers: dict[str, str], job_id: str) -> dict[
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_status(
-    client: TestClient,
-    headers: dict[str, str],
-    job_id: str,
-    until: set[str] | None = None,
-    timeout: float = 30.0,
-    check: Any = None,
-) -> dict[str, Any]:
-    """Poll GET /status until its status is in ``until`` (default: terminal) and ``check(body)``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = status_of(client, headers, job_id)
-        if body["status"] in (until or TERMINAL) and (check is None or check(body)):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {body} after {timeout} s")
-        time.sleep(0.1)
 
 
 def ready(client: TestClient) -> bool:

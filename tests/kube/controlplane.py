@@ -28,7 +28,6 @@ import ipaddress
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -45,6 +44,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.ports import free_port
 
 __all__ = [
     "DEFAULT_CONTROLLERS",
@@ -231,13 +232,6 @@ class _CA:
 # --------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class _Component:
     name: str
@@ -396,7 +390,7 @@ class ControlPlane:
         pki = self.dir / "pki"
         pki.mkdir()
         (self.dir / "logs").mkdir()
-        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         self._server_url = f"https://127.0.0.1:{api_port}"
 
         # Certificates and keys.
