@@ -25,11 +25,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the API (embedded mode unless VIVID_BACKEND says otherwise)."""
-    import uvicorn
+    from vividflow.apiserver.server import serve as serve_api
 
-    from vividflow.apiserver.app import create_app
-
-    uvicorn.run(create_app(get_settings()), host=host, port=port)
+    serve_api(get_settings(), host, port)
 
 
 @app.command()
@@ -110,9 +108,17 @@ def keys_create(
     """Create an API key; the key is printed once, on the last line."""
     from vividflow.apiserver.services import keys
 
-    with _session() as session:
-        created = keys.create_key(session, keys.get_or_create_user(session, user), name)
-        key_id = created.key.id
+    problem = keys.key_name_problem(name)
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="--name")
+    try:
+        with _session() as session:
+            owner = keys.get_or_create_user(session, user)
+            created = keys.create_key(session, owner, name, max_keys=get_settings().max_keys_per_user)
+            key_id = created.key.id
+    except keys.TooManyKeys as error:
+        typer.echo(f"{user} already has {error.limit} active API keys; revoke one first.", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Created API key {key_id} ({name}) for {user}. Store it now; it is not shown again:")
     typer.echo(created.secret)
 

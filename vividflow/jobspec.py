@@ -8,8 +8,9 @@ snake_case in Python and camelCase on the wire of the VideoJob resource (``by_al
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +41,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_PHASES: frozenset[str] = frozenset(status.phase for status in TERMINAL_STATUSES)
 
 
 class ModelName(StrEnum):
@@ -65,7 +67,60 @@ class FailureReason(StrEnum):
     CANCELLED = "cancelled"
     WORKER_CRASHED = "worker_crashed"
     INTERRUPTED = "interrupted"
+    IMAGE_PULL_FAILED = "image_pull_failed"
     INTERNAL = "internal"
+
+
+NOT_THE_INPUTS_FAULT = frozenset(
+    {
+        FailureReason.MODEL_LOAD_FAILED,
+        FailureReason.UPSTREAM_ERROR,
+        FailureReason.WORKER_CRASHED,
+        FailureReason.INTERRUPTED,
+        FailureReason.IMAGE_PULL_FAILED,
+        FailureReason.INTERNAL,
+        FailureReason.CANCELLED,
+    }
+)
+"""Failures of the platform, not of what the user asked for: their credit is refunded. Not here:
+``invalid_input`` (the input), ``out_of_memory`` (the size asked for) and ``timeout`` once the job ran
+(its own run time); see :func:`refunds_credit`."""
+
+
+def refunds_credit(status: JobStatus, reason: FailureReason | None, *, started: bool) -> bool:
+    """Whether a job that ended in ``status`` (with ``reason``) gets its credit back: every cancelled
+    job, and every failure that was no fault of its input. A timeout is the platform's when the job
+    never started running (it waited for a runner that did not come)."""
+    if status is JobStatus.CANCELLED:
+        return True
+    if status is not JobStatus.FAILED:
+        return False
+    if reason is FailureReason.TIMEOUT:
+        return not started
+    return reason is None or reason in NOT_THE_INPUTS_FAULT
+
+
+class RunnerExit(IntEnum):
+    """Exit codes of ``python -m vividflow.runner`` (a Job's podFailurePolicy reads them)."""
+
+    OK = 0
+    FAILED = 1
+    INVALID_INPUT = 2
+    MODEL_LOAD_FAILED = 3
+    OUT_OF_MEMORY = 4
+
+    @classmethod
+    def for_reason(cls, reason: FailureReason | None) -> RunnerExit:
+        return _EXIT_BY_REASON.get(reason, cls.FAILED) if reason is not None else cls.FAILED
+
+
+_EXIT_BY_REASON = {
+    FailureReason.INVALID_INPUT: RunnerExit.INVALID_INPUT,
+    FailureReason.MODEL_LOAD_FAILED: RunnerExit.MODEL_LOAD_FAILED,
+    FailureReason.OUT_OF_MEMORY: RunnerExit.OUT_OF_MEMORY,
+}
+NO_RETRY_EXIT_CODES = (RunnerExit.INVALID_INPUT, RunnerExit.MODEL_LOAD_FAILED, RunnerExit.OUT_OF_MEMORY)
+"""Runner exits that another try cannot change: the Job fails at once instead of spending retries."""
 
 
 class _Wire(BaseModel):
@@ -80,6 +135,8 @@ class _Wire(BaseModel):
 
 WAN_MIN_SIDE, WAN_MAX_SIDE, WAN_SIDE_MULTIPLE = 16, 1920, 16
 WAN_MIN_FRAMES, WAN_MAX_FRAMES = 5, 241
+WAN_FRAME_COUNTS = tuple(range(WAN_MIN_FRAMES, WAN_MAX_FRAMES + 1, 4))
+"""Every valid ``length``: (length - 1) divisible by 4."""
 WAN_FPS = 16
 VEO_DURATIONS = (4, 6, 8)
 VEO_RESOLUTIONS = ("720p", "1080p")
@@ -102,7 +159,7 @@ class WanParams(_Wire):
     negative_prompt: str = Field(
         "blurry, low quality, distorted", max_length=2000, description="What to avoid."
     )
-    cfg: float = Field(7.5, ge=1.0, le=20.0, description="Guidance scale, 1.0-20.0.")
+    cfg: float = Field(7.5, ge=1.0, le=20.0, allow_inf_nan=False, description="Guidance scale, 1.0-20.0.")
     width: int = Field(
         1280, description="Output width in pixels: a multiple of 16 within 16-1920.", json_schema_extra=_SIDE
     )
@@ -131,7 +188,7 @@ class WanParams(_Wire):
     @field_validator("length")
     @classmethod
     def _length(cls, value: int) -> int:
-        if not WAN_MIN_FRAMES <= value <= WAN_MAX_FRAMES or (value - 1) % 4:
+        if value not in WAN_FRAME_COUNTS:
             raise ValueError(
                 f"length must be between {WAN_MIN_FRAMES} and {WAN_MAX_FRAMES} with (length - 1) "
                 "divisible by 4 (e.g. 5, 9, 81)"
@@ -198,11 +255,12 @@ class JobParameters(_Wire):
     veo: VeoParams | None = None
 
     @classmethod
-    def for_model(cls, model: ModelName, values: dict[str, Any]) -> JobParameters:
-        """Validate ``values`` as ``model``'s parameters (raises pydantic's ValidationError)."""
+    def for_model(cls, model: ModelName, values: dict[str, Any], *, strict: bool = False) -> JobParameters:
+        """Validate ``values`` as ``model``'s parameters (raises pydantic's ValidationError); ``strict``:
+        no type conversions (values already have their field's type)."""
         if model is ModelName.WAN21:
-            return cls(wan=WanParams.model_validate(values))
-        return cls(veo=VeoParams.model_validate(values))
+            return cls(wan=WanParams.model_validate(values, strict=strict))
+        return cls(veo=VeoParams.model_validate(values, strict=strict))
 
     def of(self, model: ModelName) -> WanParams | VeoParams:
         section = self.wan if model is ModelName.WAN21 else self.veo
@@ -294,6 +352,16 @@ LABEL_OWNER = f"{GROUP}/owner"
 LABEL_VIDEOJOB = f"{GROUP}/videojob"
 """On a runner Job and its Pods: the name of the VideoJob they run."""
 LABEL_MODEL = f"{GROUP}/model"
+ANNOTATION_OUTCOME = f"{GROUP}/outcome"
+"""On a VideoJob, set by the operator alone (runners can write status, never metadata): the terminal
+phase it decided. A terminal ``status.phase`` without it is not believed, by the operator or the API."""
+
+
+def operator_outcome(videojob: Mapping[str, Any]) -> str | None:
+    """The terminal phase the operator recorded on ``videojob``, if any."""
+    annotations = (videojob.get("metadata") or {}).get("annotations") or {}
+    outcome = annotations.get(ANNOTATION_OUTCOME)
+    return outcome if outcome in TERMINAL_PHASES else None
 
 
 def videojob_name(job_id: str) -> str:

@@ -32,18 +32,59 @@ class Settings(BaseSettings):
     # --- the local executor ------------------------------------------------------------------
     workers: int = Field(1, ge=0, le=64, description="Local executor concurrency; 0 only queues.")
     worker_memory_limit_mb: int | None = Field(None, ge=64, description="Address-space cap of a worker.")
+    lease_seconds: float = Field(
+        30.0, ge=1, description="A running job's lease: renewed by its executor, recovered once expired."
+    )
+    job_max_attempts: int = Field(
+        3, ge=1, le=10, description="Runs a job gets when its executor dies or stops under it."
+    )
 
     # --- API limits --------------------------------------------------------------------------
     rate_limits: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["500/hour", "2000/day"],
-        description="Per-key limits in the `limits` notation, comma separated.",
+        description="Request limits per user, across all of the user's keys (`limits` notation, comma "
+        "separated).",
     )
+    key_rate_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra, tighter limits per API key (empty: only the user's)."
+    )
+    auth_failure_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["30/minute", "300/day"],
+        description="Failed authentications allowed per client address; beyond them every key is refused.",
+    )
+    max_keys_per_user: int = Field(20, ge=1, description="Active API keys a user may have at once.")
     db_threads: int = Field(4, ge=1, le=64, description="Threads for the hot paths' database work.")
+    io_threads: int = Field(32, ge=1, le=256, description="Threads for slow network I/O (GCS, Kubernetes).")
     auth_cache_seconds: float = Field(10.0, ge=0, description="How long a checked key is trusted.")
     daily_limit: int = Field(500, ge=0, description="Daily credits per user (one accepted job = one).")
     max_upload_bytes: int = Field(20 * MB, ge=1, description="Largest accepted input image.")
+    max_body_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body other than a multipart image upload."
+    )
+    max_form_field_bytes: int = Field(16 * 1024, ge=1024, description="Largest non-file form field.")
+    max_url_fetches_per_user: int = Field(
+        4, ge=1, description="Image URLs one user may have downloading at once (per API process)."
+    )
     prefer_wait_max_seconds: float = Field(60.0, ge=0, description="Cap of the `Prefer: wait=N` header.")
     job_deadline_seconds: int = Field(3600, ge=1, description="Run-time limit of one job.")
+
+    # --- connections (`vividflow serve`) -----------------------------------------------------
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Request line plus headers, in bytes.")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="Time to send the request headers.")
+    body_idle_timeout_seconds: float = Field(
+        15.0, gt=0, description="Longest wait for the next piece of a request body."
+    )
+    body_timeout_seconds: float = Field(120.0, gt=0, description="Time to send a whole request body.")
+    keepalive_timeout_seconds: int = Field(
+        5, ge=1, description="Idle time before a kept-alive connection closes."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections (and requests) at once; more are answered 503."
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies trusted for X-Forwarded-For/-Proto (the client address of limits and logs).",
+    )
 
     # --- fetching image URLs -----------------------------------------------------------------
     fetch_timeout_seconds: float = Field(15.0, gt=0)
@@ -118,6 +159,9 @@ class Settings(BaseSettings):
     max_running_gpu_jobs: int = Field(0, ge=0, description="GPU Jobs running at once; 0 = no limit.")
     kueue_queue: str | None = Field(None, description="Hand admission to Kueue: this LocalQueue's name.")
     operator_resync_seconds: float = Field(30.0, gt=0, description="Level-based resync of active VideoJobs.")
+    image_pull_grace_seconds: float = Field(
+        120.0, gt=0, description="How long a runner image may fail to pull before its job fails."
+    )
 
     # --- runner in a container ---------------------------------------------------------------
     videojob_name: str | None = Field(None, description="Set in runner Pods: report progress onto it.")
@@ -126,7 +170,14 @@ class Settings(BaseSettings):
         Path("/dev/termination-log"), description="Where a containerised runner writes its result JSON."
     )
 
-    @field_validator("rate_limits", "fetch_allow_hosts", mode="before")
+    @field_validator(
+        "rate_limits",
+        "key_rate_limits",
+        "auth_failure_limits",
+        "fetch_allow_hosts",
+        "forwarded_allow_ips",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)

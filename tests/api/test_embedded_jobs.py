@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from tests.api.conftest import MakeSettings, app_state, create_api_key, image_bytes, submit, wait_status
 from tests.fixtures.fake_vertex import FakeVertex
 from vividflow.apiserver.app import create_app
+from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.services import jobs
 from vividflow.runner.video import probe_mp4
 
@@ -141,22 +143,29 @@ def test_deadline_stops_a_job(make_settings: MakeSettings, fake_vertex: FakeVert
 
 
 def test_restart_loses_no_job(make_settings: MakeSettings, fake_vertex: FakeVertex) -> None:
+    """A job whose executor died is run again (it has attempts left); one out of attempts fails
+    ``interrupted`` with its credit refunded."""
     fake_vertex.set_scenario(polls=1)
     with TestClient(create_app(make_settings(workers=0))) as client:
         headers = {"X-API-Key": create_api_key(client, "rita@example.com")}
-        interrupted, waiting = (
-            submit(client, headers, model="veo3.1"),
-            submit(client, headers, model="veo3.1"),
-        )
+        interrupted, exhausted, waiting = (submit(client, headers, model="veo3.1") for _ in range(3))
         with app_state(client).session_factory.begin() as session:
-            claimed = jobs.claim_next_queued(session)  # as if a worker had started it, then the server died
-            assert claimed is not None and claimed.id == interrupted
+            # As if an executor had started them and then died: leases that have run out.
+            for expected in (interrupted, exhausted):
+                claimed = jobs.claim_next_queued(session, "dead-executor", lease_seconds=0)
+                assert claimed is not None and claimed.id == expected
+            session.execute(update(Job).where(Job.id == exhausted).values(attempts=3))
+        assert client.get("/api/v1/usage", headers=headers).json()["credits_remaining"] == 497
 
     with TestClient(create_app(make_settings(workers=1, **fake_vertex.settings_overrides()))) as client:
-        failed = wait_status(client, headers, interrupted)
+        assert wait_status(client, headers, interrupted)["status"] == "completed"
+        failed = wait_status(client, headers, exhausted)
         assert failed["status"] == "failed" and failed["failure_reason"] == "interrupted"
-        assert "restarted" in failed["error_message"]
+        assert "no attempts left" in failed["error_message"]
         assert wait_status(client, headers, waiting)["status"] == "completed"
+        with app_state(client).session_factory() as session:
+            assert jobs.get_job(session, interrupted).attempts == 2  # type: ignore[union-attr]
+        assert client.get("/api/v1/usage", headers=headers).json()["credits_remaining"] == 498
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def test_defaults_accepted_with_202_body(client: TestClient, headers: dict[str, 
         ({"cfg": 0.5}, "cfg:"),
         ({"cfg": 20.5}, "cfg:"),
         ({"seed": -1}, "seed:"),
-        ({"width": "wide"}, "width:"),
+        ({"width": "wide"}, "width must be a whole number written with digits only"),
     ],
 )
 def test_wan_parameter_rules(
@@ -72,7 +72,7 @@ def test_wan_parameter_rules(
     [
         ({"duration_seconds": 5}, "duration_seconds must be 4, 6, or 8"),
         ({"resolution": "4k"}, "resolution must be 720p or 1080p"),
-        ({"enhance_prompt": "maybe"}, "enhance_prompt:"),
+        ({"enhance_prompt": "maybe"}, "enhance_prompt must be true or false"),
     ],
 )
 def test_veo_parameter_rules(
@@ -161,7 +161,7 @@ def test_json_body(client: TestClient, headers: dict[str, str]) -> None:
     )
     assert_rejected(client, headers, response, "image_url must be a gs:// URL or an https:// URL")
     response = client.post("/api/v1/generate", headers=headers, json={"prompt": "p", "steps": "many"})
-    assert_rejected(client, headers, response, "an input image is required", "steps:")
+    assert_rejected(client, headers, response, "an input image is required", "steps must be a whole number")
     response = client.post("/api/v1/generate", headers=headers, json=["prompt"])
     assert_rejected(client, headers, response, "The JSON body must be an object.")
     response = client.post(
@@ -176,7 +176,9 @@ def test_urlencoded_body(client: TestClient, headers: dict[str, str]) -> None:
         headers=headers,
         data={"prompt": "p", "model": "veo3.1", "enhance_prompt": "yes-please"},
     )
-    assert_rejected(client, headers, response, "an input image is required", "enhance_prompt:")
+    assert_rejected(
+        client, headers, response, "an input image is required", "enhance_prompt must be true or false"
+    )
 
 
 def test_unsupported_content_type(client: TestClient, headers: dict[str, str]) -> None:

@@ -10,6 +10,9 @@ from tests.api.conftest import app_state, create_api_key, submit
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobMetrics, JobStatus, RunResult
 
+EXECUTOR = "test-executor"
+LEASE = 300.0
+
 
 def test_queued_status_body(client: TestClient, headers: dict[str, str], png: bytes) -> None:
     first = submit(client, headers)
@@ -28,7 +31,7 @@ def test_processing_completed_and_failed_bodies(
     done, broken = submit(client, headers), submit(client, headers)
     factory = app_state(client).session_factory
     with factory.begin() as session:
-        assert jobs.claim_next_queued(session) is not None
+        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
         jobs.record_progress(session, done, 40)
     body = client.get(f"/api/v1/status/{done}", headers=headers).json()
     assert body["status"] == "processing" and body["progress"] == 40
@@ -40,9 +43,12 @@ def test_processing_completed_and_failed_bodies(
             session,
             done,
             RunResult.success(result_url="https://example/v.mp4", output_uri="/x.mp4", metrics=metrics),
+            EXECUTOR,
         )
-        assert jobs.claim_next_queued(session) is not None
-        jobs.record_result(session, broken, RunResult.failure(FailureReason.INVALID_INPUT, "bad image"))
+        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+        jobs.record_result(
+            session, broken, RunResult.failure(FailureReason.INVALID_INPUT, "bad image"), EXECUTOR
+        )
     body = client.get(f"/api/v1/status/{done}", headers=headers).json()
     assert body["status"] == "completed" and body["message"] == "Job completed successfully."
     assert body["result_url"] == "https://example/v.mp4"
@@ -61,7 +67,7 @@ def test_processing_completed_and_failed_bodies(
 def test_cancel_queued_only(client: TestClient, headers: dict[str, str], png: bytes) -> None:
     queued, running = submit(client, headers), submit(client, headers)
     with app_state(client).session_factory.begin() as session:
-        claimed = jobs.claim_next_queued(session)
+        claimed = jobs.claim_next_queued(session, EXECUTOR, LEASE)
         assert claimed is not None and claimed.id == queued
     response = client.post(f"/api/v1/cancel/{queued}", headers=headers)
     assert response.status_code == 409
@@ -77,7 +83,7 @@ def test_cancel_queued_only(client: TestClient, headers: dict[str, str], png: by
     assert body["status"] == "cancelled" and body["message"] == "Job was cancelled."
     assert client.post(f"/api/v1/cancel/{running}", headers=headers).status_code == 409
     with app_state(client).session_factory.begin() as session:
-        assert jobs.claim_next_queued(session) is None  # cancelled jobs leave the queue
+        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is None  # cancelled jobs leave the queue
 
 
 def test_unknown_job_is_404(client: TestClient, headers: dict[str, str]) -> None:
@@ -132,5 +138,6 @@ def test_status_after_terminal_never_moves_back(
     with app_state(client).session_factory.begin() as session:
         assert jobs.cancel_queued(session, jobs.get_job(session, job_id))  # type: ignore[arg-type]
         assert not jobs.transition(session, job_id, JobStatus.PROCESSING, [JobStatus.QUEUED])
-        assert not jobs.record_result(session, job_id, RunResult.failure(FailureReason.INTERNAL, "late"))
+        late = RunResult.failure(FailureReason.INTERNAL, "late")
+        assert not jobs.record_result(session, job_id, late, EXECUTOR)
     assert client.get(f"/api/v1/status/{job_id}", headers=headers).json()["status"] == "cancelled"

@@ -36,7 +36,7 @@ def test_bad_key_name_is_400(client: TestClient, headers: dict[str, str]) -> Non
     response = client.post("/api/v1/keys", json={"name": ""}, headers=headers)
     assert response.status_code == 400
     assert response.json()["error"] == "Invalid parameters"
-    assert response.json()["details"][0].startswith("name:")
+    assert response.json()["details"] == ["name must not be empty"]
 
 
 def test_other_users_keys_are_invisible_and_protected(client: TestClient, headers: dict[str, str]) -> None:

@@ -383,38 +383,100 @@ def test_operator_service_account(installed: Installed) -> None:
         assert _status(lambda: batch.list_namespaced_job("default")) == 403
 
 
-def test_runner_service_account_may_only_patch_videojob_status(installed: Installed) -> None:
+def _runner_pod(installed: Installed, videojob: str, suffix: str = "x7k2q") -> Obj:
+    """A Pod as the Job controller makes one for the VideoJob's Job (named <job>-<5 characters>), with
+    the runner ServiceAccount; no kubelet runs it."""
     ns = installed.namespace
-    manifest = videojob_manifest(_spec(), ns)
-    name = manifest["metadata"]["name"]
-    k8s.CustomObjectsApi(installed.admin).create_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, manifest
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{videojob}-{suffix}", "namespace": ns},
+        "spec": {
+            "serviceAccountName": f"{FULLNAME}-runner",
+            "schedulerName": "nobody",  # stays Pending: the fake kubelet of other tests leaves it alone
+            "restartPolicy": "Never",
+            "containers": [{"name": "runner", "image": "ghcr.io/studioionique/vividflow-runner:0.1.0"}],
+        },
+    }
+    _, created = installed.plane.request("POST", f"/api/v1/namespaces/{ns}/pods", pod)
+    result: Obj = created
+    return result
+
+
+def _runner_token_of(installed: Installed, pod: Obj) -> Path:
+    """A kubeconfig with the runner ServiceAccount's token bound to ``pod``, as the kubelet projects it."""
+    token = installed.plane.create_service_account_token(
+        installed.namespace, f"{FULLNAME}-runner", create=False, bound_pod=pod
     )
-    with installed.client("runner") as client:
-        objects = k8s.CustomObjectsApi(client)
-        assert (
-            _status(
-                lambda: objects.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, ns, PLURAL, name, {"status": {"progress": 40}}
-                )
-            )
-            == 200
+    return installed.plane.make_kubeconfig_for_token(token, name=f"{pod['metadata']['name']}-token")
+
+
+def test_a_runner_may_change_only_its_own_videojobs_progress(installed: Installed) -> None:
+    """RBAC lets the runner ServiceAccount patch any VideoJob's status; the chart's admission policy
+    narrows that, checked here with real Pod-bound tokens of that ServiceAccount."""
+    ns = installed.namespace
+    admin = k8s.CustomObjectsApi(installed.admin)
+    own, other = (videojob_manifest(_spec(), ns) for _ in range(2))
+    own_name, other_name = own["metadata"]["name"], other["metadata"]["name"]
+    for manifest in (own, other):
+        admin.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, manifest)
+        # The operator's first status (runners start after it).
+        name = manifest["metadata"]["name"]
+        first = {"status": {"phase": "Queued", "jobName": name}}
+        admin.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name, first)
+    pod_token = _runner_token_of(installed, _runner_pod(installed, own_name))
+
+    def patch(objects: k8s.CustomObjectsApi, name: str, status: Obj) -> int:
+        return _status(
+            lambda: objects.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, name, status)
         )
-        assert _status(lambda: objects.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)) == 403
+
+    # The policy takes effect a moment after the install: until then this no-op patch would pass.
+    with installed.client("runner") as client:
+        unbound = k8s.CustomObjectsApi(client)
+        wait_for(
+            "the admission policy to be in effect",
+            lambda: patch(unbound, own_name, {"status": {"progress": 0}}) == 403,
+        )
+    with api_client_for(pod_token) as client:
+        objects = k8s.CustomObjectsApi(client)
+        assert patch(objects, own_name, {"status": {"progress": 40}}) == 200
+        forged = "https://evil.example/phish.mp4"
+        for status in (
+            {"phase": "Completed"},
+            {"phase": "Completed", "resultURL": forged},
+            {"progress": 50, "errorMessage": "x"},
+            {"jobName": "vj-elsewhere"},
+            {"kopf": {"progress": {}}},
+        ):
+            assert patch(objects, own_name, {"status": status}) == 403, status
+        assert patch(objects, other_name, {"status": {"progress": 40}}) == 403
+        assert patch(objects, other_name, {}) == 403  # an empty patch would answer the whole object
+        assert (
+            _status(lambda: objects.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, own_name)) == 403
+        )
         assert _status(lambda: objects.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)) == 403
+        spec_patch = {"spec": {"prompt": "x"}}
         assert (
             _status(
                 lambda: objects.patch_namespaced_custom_object(
-                    GROUP, VERSION, ns, PLURAL, name, {"spec": {"prompt": "x"}}
+                    GROUP, VERSION, ns, PLURAL, own_name, spec_patch
                 )
             )
             == 403
         )
         assert _status(lambda: k8s.CoreV1Api(client).list_namespaced_pod(ns)) == 403
-    stored: Any = k8s.CustomObjectsApi(installed.admin).get_namespaced_custom_object(
-        GROUP, VERSION, ns, PLURAL, name
-    )
-    assert stored["status"]["progress"] == 40
+    # A token of the ServiceAccount not bound to a Pod names no VideoJob: refused too.
+    with installed.client("runner") as client:
+        assert patch(k8s.CustomObjectsApi(client), own_name, {"status": {"progress": 60}}) == 403
+    # The operator still decides phase and result.
+    with installed.client("operator") as client:
+        assert patch(k8s.CustomObjectsApi(client), own_name, {"status": {"phase": "Processing"}}) == 200
+
+    stored: Any = admin.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, own_name)
+    assert stored["status"]["progress"] == 40 and stored["status"]["phase"] == "Processing"
+    untouched: Any = admin.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, other_name)
+    assert (untouched.get("status") or {}).get("progress", 0) == 0
 
 
 # -- RBAC: the real components, each with its own token ------------------------------------------------------
@@ -471,9 +533,9 @@ def test_operator_api_and_runner_run_with_the_charts_service_accounts(
     wait_for("the operator's liveness probe", lambda: _alive(liveness_port) or process.poll() is not None, 60)
     assert process.poll() is None, operator_log.read_text()[-4000:]
 
-    # The runner: the fake kubelet runs its Pods with the runner ServiceAccount's kubeconfig.
+    # The runner: the fake kubelet runs its Pods with a token of the runner ServiceAccount bound to
+    # each Pod, as a real kubelet projects it (the chart's admission policy needs the Pod's name).
     kubelet = make_fake_kubelet(namespace=ns)
-    kubelet.base_env["KUBECONFIG"] = str(installed.kubeconfigs["runner"])
     kubelet.base_env["STORAGE_EMULATOR_HOST"] = os.environ["STORAGE_EMULATOR_HOST"]
     kubelet.base_env["OMP_NUM_THREADS"] = "1"
 
@@ -510,6 +572,9 @@ def test_operator_api_and_runner_run_with_the_charts_service_accounts(
         job_id = submit(api, headers)
         body = wait_status(api, headers, job_id, timeout=120)
         assert body["status"] == "completed", body
+    (run,) = [run for run in kubelet.runs if run.labels.get(f"{GROUP}/job-id") == job_id]
+    assert "could not report progress" not in run.output, run.output[-3000:]
+    assert "progress reporting is off" not in run.output
 
     # The operator made the Job as the chart configured it, and kept its peering and Events.
     jobs: list[Any] = (

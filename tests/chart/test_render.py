@@ -7,6 +7,7 @@ Each values set the project ships is rendered once per module: the defaults, the
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,32 @@ def test_rbac_is_three_namespaced_least_privilege_roles(default: list[Obj]) -> N
             assert "resourceNames" not in rule
 
 
+def test_the_runner_status_policy_guards_every_status_field_but_progress(default: list[Obj]) -> None:
+    name = f"{FULLNAME}-{NAMESPACE}-runner-status"
+    policy = find(default, "ValidatingAdmissionPolicy", name)["spec"]
+    runner = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}-runner"
+    assert [c["expression"] for c in policy["matchConditions"]] == [
+        f"request.userInfo.username == '{runner}'"
+    ]
+    assert policy["failurePolicy"] == "Fail"
+    own, *fields = policy["validations"]
+    assert "variables.podName.startsWith(object.metadata.name + '-')" in own["expression"]
+    guarded = {re.fullmatch(r".*not status\.(\w+)\.", v["message"]).group(1) for v in fields}  # type: ignore[union-attr]
+    crd = load_yaml(REPO_ROOT / "crds" / "videojob.yaml")
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert guarded == set(status) - {"progress"}
+    binding = find(default, "ValidatingAdmissionPolicyBinding", name)["spec"]
+    assert binding["policyName"] == name and binding["validationActions"] == ["Deny"]
+    assert binding["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+    }
+
+
+def test_the_runner_status_policy_can_be_left_out(helm: Path) -> None:
+    objects = render(helm, sets={"runner.statusPolicy.enabled": False})
+    assert not [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
 def test_no_peering_rule_when_standalone(helm: Path) -> None:
     objects = render(helm, sets={"operator.peering.enabled": False})
     role = find(objects, "Role", f"{FULLNAME}-operator")
@@ -218,6 +245,18 @@ def test_configmap_is_what_the_settings_read(
     assert settings.kueue_queue == (runner["kueue"]["queueName"] or None)
     assert settings.model_cache_pvc == (runner["modelCache"]["claimName"] or None)
     assert settings.rate_limits == values["api"]["rateLimits"]
+    assert settings.auth_failure_limits == values["api"]["authFailureLimits"]
+    assert settings.max_keys_per_user == values["api"]["maxKeysPerUser"]
+    assert settings.max_body_bytes == values["api"]["maxBodyBytes"]
+    assert settings.max_url_fetches_per_user == values["api"]["maxURLFetchesPerUser"]
+    connections = values["api"]["connections"]
+    assert settings.max_header_bytes == connections["maxHeaderBytes"]
+    assert settings.header_timeout_seconds == connections["headerTimeoutSeconds"]
+    assert settings.body_idle_timeout_seconds == connections["bodyIdleTimeoutSeconds"]
+    assert settings.body_timeout_seconds == connections["bodyTimeoutSeconds"]
+    assert settings.max_connections == connections["maxConnections"]
+    assert settings.forwarded_allow_ips == connections["forwardedAllowIps"]
+    assert settings.image_pull_grace_seconds == runner["imagePullGraceSeconds"]
     assert settings.gcs_bucket == values["gcs"]["bucket"]
     # What runner Pods get (the operator passes VIVID_RUNNER_ENV and nothing else of its own).
     for key, value in settings.runner_env.items():

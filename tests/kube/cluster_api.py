@@ -18,7 +18,15 @@ from tests.api.conftest import submit as api_submit
 from tests.api.conftest import wait_status as wait_status
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.backends.kubernetes import KubernetesBackend
-from vividflow.jobspec import GROUP, LABEL_JOB_ID, PLURAL, VERSION, videojob_name
+from vividflow.jobspec import (
+    ANNOTATION_OUTCOME,
+    GROUP,
+    LABEL_JOB_ID,
+    PLURAL,
+    TERMINAL_PHASES,
+    VERSION,
+    videojob_name,
+)
 from vividflow.settings import Settings
 
 API_RULES: list[dict[str, Any]] = [
@@ -93,11 +101,25 @@ def videojob(api: k8s.ApiClient, namespace: str, job_id: str) -> dict[str, Any]:
     return cast(dict[str, Any], found)
 
 
-def set_status(api: k8s.ApiClient, namespace: str, job_id: str, **status: Any) -> None:
-    """Patch the VideoJob's status subresource by hand, as the operator does."""
-    k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+def set_status(
+    api: k8s.ApiClient, namespace: str, job_id: str, *, as_operator: bool = True, **status: Any
+) -> None:
+    """Patch the VideoJob's status subresource by hand, as the operator does: a terminal phase is
+    first recorded in the outcome annotation (``as_operator=False``: status only, as a runner could)."""
+    custom = k8s.CustomObjectsApi(api)
+    if as_operator and status.get("phase") in TERMINAL_PHASES:
+        annotation = {"metadata": {"annotations": {ANNOTATION_OUTCOME: status["phase"]}}}
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, videojob_name(job_id), annotation
+        )
+    custom.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, videojob_name(job_id), {"status": status}
     )
+
+
+def output_url(bucket: str, job_id: str) -> str:
+    """The public URL of a job's video in cluster mode (``gcs_prefix`` videos)."""
+    return f"https://storage.googleapis.com/{bucket}/videos/{job_id}.mp4"
 
 
 def kubeconfig_via(kubeconfig: Path, server: str, destination: Path) -> Path:

@@ -618,11 +618,14 @@ class ControlPlane:
         expiration_seconds: int = 3600,
         audiences: Sequence[str] = (),
         create: bool = True,
+        bound_pod: Mapping[str, Any] | None = None,
     ) -> str:
         """Return a token for ServiceAccount ``namespace/name`` from the TokenRequest API.
 
         With ``create`` the namespace and the ServiceAccount are created first when missing. The
-        token carries only the permissions that RBAC grants the ServiceAccount.
+        token carries only the permissions that RBAC grants the ServiceAccount. With ``bound_pod`` (a
+        Pod object of that ServiceAccount) it is bound to the Pod, as the kubelet's projected tokens
+        are: requests made with it carry the Pod's name and uid in their user info.
         """
         base = f"/api/v1/namespaces/{namespace}/serviceaccounts"
         if create:
@@ -638,6 +641,14 @@ class ControlPlane:
         spec: dict[str, Any] = {"expirationSeconds": expiration_seconds}
         if audiences:
             spec["audiences"] = list(audiences)
+        if bound_pod is not None:
+            metadata = bound_pod["metadata"]
+            spec["boundObjectRef"] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": metadata["name"],
+                "uid": metadata["uid"],
+            }
         _, payload = self.request(
             "POST",
             f"{base}/{name}/token",

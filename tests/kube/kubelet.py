@@ -32,6 +32,11 @@ what kube-scheduler and the kubelet do, the way kwok's stages describe a pod's l
    ``os.kill(os.getpid(), signal.SIGKILL)``). ``message`` is the termination-log file, its last 4096
    bytes (kubelet's ``tail.ReadAtMost``); with ``terminationMessagePolicy: FallbackToLogsOnError`` and a
    failure with an empty file, the last 80 lines / 2048 bytes of the output.
+   A Pod with a ``serviceAccountName`` whose ServiceAccount exists gets what the real kubelet projects
+   at ``/var/run/secrets/kubernetes.io/serviceaccount``: a token from the TokenRequest API *bound to the
+   Pod* (so the API server sees its ``authentication.kubernetes.io/pod-name``), here as a kubeconfig
+   with ``tokenFile`` in ``KUBECONFIG`` (over any ``KUBECONFIG`` of ``base_env``; ``project_tokens=False``
+   turns it off).
 4. **Pod deadline**: a Pod's own ``spec.activeDeadlineSeconds`` is enforced from ``startTime`` as the
    kubelet does: the process is killed and the Pod ends Failed with ``reason: DeadlineExceeded``. (A
    *Job's* ``activeDeadlineSeconds`` is the Job controller's business: it deletes the Job's Pods, see 5.)
@@ -101,6 +106,7 @@ from typing import Any
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -348,8 +354,10 @@ class FakeKubelet:
         termination_log_env: str = "VIVID_TERMINATION_LOG",
         schedule: Callable[[Pod], bool] | None = None,
         watch_timeout_seconds: int = 60,
+        project_tokens: bool = True,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.project_tokens = project_tokens
         self.namespace = namespace
         self.node_name = node_name
         self.base_env: dict[str, str] = dict(base_env or {})
@@ -1059,7 +1067,52 @@ class FakeKubelet:
             else:
                 value = _expand(item.get("value", ""), own)
             own[item["name"]] = value
-        return {**self.base_env, **own, "HOSTNAME": pod["metadata"]["name"]}
+        return {**self.base_env, **self._service_account_env(pod), **own, "HOSTNAME": pod["metadata"]["name"]}
+
+    def _service_account_env(self, pod: Pod) -> dict[str, str]:
+        """``KUBECONFIG`` with a token bound to ``pod`` for its ServiceAccount (none if it has none)."""
+        account = pod["spec"].get("serviceAccountName")
+        if not self.project_tokens or not account:
+            return {}
+        metadata = pod["metadata"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": 3600,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                },
+            },
+        }
+        path = f"/api/v1/namespaces/{quote(metadata['namespace'])}/serviceaccounts/{quote(account)}/token"
+        answer = self.api.call("POST", path, request, ok=(404,))
+        if answer.get("kind") == "Status":
+            return {}  # no such ServiceAccount (the real kubelet would keep the Pod waiting)
+        directory = self.work_dir / "serviceaccount" / metadata["uid"]
+        directory.mkdir(parents=True, exist_ok=True)
+        token = directory / "token"
+        token.write_text(answer["status"]["token"])
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+        cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+        kubeconfig = directory / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "in-cluster", "cluster": cluster["cluster"]}],
+                    "users": [{"name": account, "user": {"tokenFile": str(token)}}],
+                    "contexts": [{"name": "pod", "context": {"cluster": "in-cluster", "user": account}}],
+                    "current-context": "pod",
+                }
+            )
+        )
+        return {"KUBECONFIG": str(kubeconfig)}
 
     def _env_value_from(self, pod: Pod, source: dict[str, Any], pod_ip: str) -> str | None:
         namespace = pod["metadata"]["namespace"]

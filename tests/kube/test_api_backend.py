@@ -35,6 +35,7 @@ from tests.kube.cluster_api import (
     cluster_settings,
     kubeconfig_via,
     new_user,
+    output_url,
     ready,
     running_api,
     set_status,
@@ -47,7 +48,7 @@ from tests.kube.cluster_api import (
 from tests.kube.controlplane import ControlPlane, find_bin_dir
 from tests.kube.tcp_proxy import TcpProxy
 from vividflow.apiserver.app import create_app
-from vividflow.apiserver.backends.kubernetes import VANISHED_MESSAGE, ClusterModeError, KubernetesBackend
+from vividflow.apiserver.backends.kubernetes import ClusterModeError, KubernetesBackend
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import (
     GROUP,
@@ -167,7 +168,7 @@ def test_videojob_status_flows_to_status_history_and_usage(
     wait_status(api, headers, job_id, {"processing"}, check=at_70)
     assert min(seen) >= 40
 
-    result_url = f"https://storage.googleapis.com/vivid-cluster/videos/{job_id}.mp4"
+    result_url = output_url(app_state(api).settings.gcs_bucket or "", job_id)
     set_status(
         kube_api,
         kube_namespace,
@@ -314,7 +315,9 @@ def test_an_api_restart_loses_no_transition(
 
     with running_api(settings) as api:
         body = wait_status(api, headers, job_id, timeout=10)
-        assert body["status"] == "completed" and body["result_url"] == "https://r/x.mp4"
+        # A result URL that is not the job's own output is replaced by the output's URL.
+        assert body["status"] == "completed"
+        assert body["result_url"] == output_url(settings.gcs_bucket or "", job_id)
         usage = api.get("/api/v1/usage", headers=headers).json()
         assert (
             usage["total_jobs"],
@@ -416,24 +419,85 @@ def test_history_and_usage_outlive_videojob_cleanup(
     assert (usage["total_jobs"], usage["completed_jobs"], usage["failed_jobs"]) == (2, 1, 1)
 
 
-def test_a_processing_job_whose_videojob_vanished_fails(
-    api: TestClient, kube_api: k8s.ApiClient, kube_namespace: str
+def _delete_videojob(kube_api: k8s.ApiClient, namespace: str, job_id: str) -> None:
+    k8s.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, videojob_name(job_id)
+    )
+
+
+@pytest.mark.parametrize("phase", ["Queued", "Processing"])
+def test_deleting_a_videojob_cancels_its_job_at_once_with_a_refund(
+    api: TestClient, kube_api: k8s.ApiClient, kube_namespace: str, phase: str
 ) -> None:
+    """`kubectl delete videojob` is a cancel: settled from the DELETED event within seconds, the credit
+    back, and the VideoJob never made again."""
     headers = new_user(api, "vic@example.com")
     job_id = submit(api, headers)
     one_videojob(kube_api, kube_namespace, job_id)
-    set_status(kube_api, kube_namespace, job_id, phase="Processing", progress=30)
-    wait_status(api, headers, job_id, {"processing"})
-    k8s.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
-        GROUP, VERSION, kube_namespace, PLURAL, videojob_name(job_id)
-    )
-    wait_for("the VideoJob to go", lambda: not videojobs(kube_api, kube_namespace))
+    if phase == "Processing":
+        set_status(kube_api, kube_namespace, job_id, phase="Processing", progress=30)
+        wait_status(api, headers, job_id, {"processing"})
+    _delete_videojob(kube_api, kube_namespace, job_id)
 
-    backend(api).reconcile()  # seen missing once: could be a race with its last status
-    assert status_of(api, headers, job_id)["status"] == "processing"
-    backend(api).reconcile()
-    body = status_of(api, headers, job_id)
-    assert body["status"] == "failed" and body["error_message"] == VANISHED_MESSAGE
+    body = wait_status(api, headers, job_id, timeout=15)
+    assert body["status"] == "cancelled"
+    usage = api.get("/api/v1/usage", headers=headers).json()
+    assert usage["cancelled_jobs"] == 1 and usage["credits_remaining"] == usage["daily_limit"]
+    backend(api).reconcile()  # the job is not queued again: no VideoJob is made for it
+    assert videojobs(kube_api, kube_namespace) == []
+    assert status_of(api, headers, job_id)["status"] == "cancelled"
+
+
+def test_a_job_that_finished_while_the_api_was_down_is_settled_from_its_video(
+    settings: Settings, kube_api: k8s.ApiClient, kube_namespace: str, gcs_emulator: GcsEmulator
+) -> None:
+    """The API was down while the jobs ended and their VideoJobs were deleted: on restart, the one whose
+    video is in the bucket is completed, the other cancelled (and refunded)."""
+    bucket = settings.gcs_bucket or ""
+    with running_api(settings) as api:
+        headers = new_user(api, "wes@example.com")
+        finished, lost = submit(api, headers), submit(api, headers)
+        wait_for("both VideoJobs", lambda: len(videojobs(kube_api, kube_namespace)) == 2)
+        for job_id in (finished, lost):
+            set_status(kube_api, kube_namespace, job_id, phase="Processing", progress=10)
+            wait_status(api, headers, job_id, {"processing"})
+
+    gcs_emulator.put(bucket, f"videos/{finished}.mp4", b"\x00\x00\x00\x18ftypmp42 a finished video")
+    for job_id in (finished, lost):
+        _delete_videojob(kube_api, kube_namespace, job_id)
+    wait_for("the VideoJobs to go", lambda: not videojobs(kube_api, kube_namespace))
+
+    with running_api(settings) as api:
+        done = wait_status(api, headers, finished, timeout=15)
+        assert done["status"] == "completed" and done["result_url"] == output_url(bucket, finished)
+        assert wait_status(api, headers, lost, timeout=15)["status"] == "cancelled"
+        usage = api.get("/api/v1/usage", headers=headers).json()
+        assert usage["credits_remaining"] == usage["daily_limit"] - 1  # only the finished one is paid
+
+
+def test_a_status_the_operator_did_not_record_is_not_believed(
+    api: TestClient, kube_api: k8s.ApiClient, kube_namespace: str
+) -> None:
+    """A runner that writes another job's status (without the admission policy to stop it) cannot
+    finish it, nor point it at another video."""
+    headers = new_user(api, "nina@example.com")
+    victim = submit(api, headers)
+    one_videojob(kube_api, kube_namespace, victim)
+    phish = "https://evil.example/phish.mp4"
+    set_status(kube_api, kube_namespace, victim, as_operator=False, phase="Completed", resultURL=phish)
+    barrier = submit(api, headers)  # events arrive in order: once this one is mirrored, so was that
+    wait_for("the second VideoJob", lambda: len(videojobs(kube_api, kube_namespace)) == 2)
+    set_status(kube_api, kube_namespace, barrier, phase="Processing", progress=5)
+    wait_status(api, headers, barrier, {"processing"})
+    assert status_of(api, headers, victim)["status"] == "queued"
+
+    # The operator's own verdict is believed, with the job's own output as its result.
+    set_status(kube_api, kube_namespace, victim, phase="Completed", resultURL=phish, metrics=METRICS)
+    body = wait_status(api, headers, victim)
+    assert body["status"] == "completed"
+    assert body["result_url"] == output_url(app_state(api).settings.gcs_bucket or "", victim)
+    history = api.get("/api/v1/history", headers=headers).json()["jobs"]
+    assert phish not in str(history)
 
 
 # -- watch expiry: a control plane of its own, without watch cache and compacting every second, so a
@@ -490,6 +554,6 @@ def test_a_watch_that_expired_during_an_outage_relists_and_loses_no_transition(
 
             proxy.restore()
             body = wait_status(api, headers, job_id, timeout=20)
-            assert body["status"] == "completed" and body["result_url"] == "https://r/e.mp4"
+            assert body["status"] == "completed" and body["result_url"] == output_url(bucket, job_id)
             assert mirror.expired > expired and mirror.lists > lists  # 410 Gone, then a relist
             wait_for("the backend to be ready again", lambda: ready(api))

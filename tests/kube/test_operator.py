@@ -28,6 +28,7 @@ from tests.fixtures.kube import ServiceAccountFactory, api_client_for, install_v
 from tests.kube.controlplane import REPO_ROOT, ControlPlane
 from tests.kube.kubelet import FakeKubelet
 from vividflow.jobspec import (
+    ANNOTATION_OUTCOME,
     GROUP,
     LABEL_JOB_ID,
     LABEL_MODEL,
@@ -75,7 +76,9 @@ for word in spec["prompt"].split():
         finish(1, ok=False, reason="upstream_error", errorMessage="Veo refused the prompt.")
     elif name == "crash":
         print("Traceback (most recent call last): RuntimeError: boom", file=sys.stderr)
-        sys.exit(3)
+        sys.exit(5)
+    elif name == "noload":
+        finish(3, ok=False, reason="model_load_failed", errorMessage="The Wan weights are missing.")
 finish(0, ok=True, resultURL="https://results.example/" + spec["jobID"] + ".mp4",
        outputURI=spec["outputURI"],
        metrics={"spinUpTime": 0.1, "generationTime": 0.2, "totalTime": 0.5, "uploadTime": 0.05})
@@ -111,7 +114,7 @@ def running_operator(
     namespace: str,
     settings: Settings,
     *,
-    image_pull_grace: float = 60.0,
+    image_pull_grace: float | None = 60.0,
     liveness: str | None = None,
     peering: tuple[str, int] | None = None,
 ) -> Iterator[Controller]:
@@ -299,7 +302,7 @@ def test_creates_one_owned_job_per_videojob_and_survives_restarts(
         assert job["spec"]["backoffLimit"] == 2 and job["spec"]["ttlSecondsAfterFinished"] == 600
         rules = job["spec"]["podFailurePolicy"]["rules"]
         assert rules[0]["action"] == "Ignore" and rules[0]["onPodConditions"][0]["type"] == "DisruptionTarget"
-        assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2]
+        assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2, 3, 4, 137]
         pod = job["spec"]["template"]["spec"]
         assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "vividflow-runner"
         (container,) = pod["containers"]
@@ -439,10 +442,59 @@ def test_crash_and_oom_are_reported_from_the_pod(
     oom = create_videojob(kube_api, kube_namespace, make_spec("wan2.1", "oom"))
     crashed = wait_phase(kube_api, kube_namespace, crash, "Failed")["status"]
     assert crashed["reason"] == "worker_crashed"
-    assert crashed["errorMessage"].startswith("The runner exited with code 3: Traceback")
-    assert "RuntimeError: boom" in crashed["errorMessage"]
+    # The user gets a sentence; the log tail is for operators (the condition and the Failed event).
+    assert crashed["errorMessage"] == (
+        "The runner stopped unexpectedly (exit code 5). Please submit the job again."
+    )
+    assert "RuntimeError: boom" in condition(crashed, "Finished")["message"]
+    failed = [m for kind, reason, m in events_of(kube_api, kube_namespace, crash) if reason == "Failed"]
+    assert len(failed) == 1 and "RuntimeError: boom" in failed[0]
     oomed = wait_phase(kube_api, kube_namespace, oom, "Failed")["status"]
     assert oomed["reason"] == "out_of_memory" and "OOMKilled" in oomed["errorMessage"]
+
+
+def test_a_model_that_cannot_load_fails_at_once_without_spending_retries(
+    kube_api: k8s.ApiClient,
+    kube_kubeconfig: Path,
+    kube_namespace: str,
+    fake_kubelet: FakeKubelet,
+    gate_dir: Path,
+) -> None:
+    settings = operator_settings(kube_namespace, gate_dir, job_backoff_limit=2)
+    with running_operator(kube_kubeconfig, kube_namespace, settings):
+        name = create_videojob(kube_api, kube_namespace, make_spec("wan2.1", "noload"))
+        status = wait_phase(kube_api, kube_namespace, name, "Failed", timeout=40)["status"]
+    assert (
+        status["reason"] == "model_load_failed" and status["errorMessage"] == "The Wan weights are missing."
+    )
+    (run,) = fake_kubelet.runs  # one GPU Pod, not backoffLimit + 1 of them
+    assert run.exit_code == 3
+
+
+def test_a_status_written_behind_the_operators_back_is_decided_again(
+    kube_api: k8s.ApiClient,
+    kube_namespace: str,
+    operator: Controller,
+    fake_kubelet: FakeKubelet,
+    gate_dir: Path,
+) -> None:
+    """Without the admission policy, a runner could write another job's status: the operator takes
+    phase and result only from the Job and the runner's termination message."""
+    spec = make_spec("veo3.1", "gate")
+    name = create_videojob(kube_api, kube_namespace, spec)
+    wait_phase(kube_api, kube_namespace, name, "Processing")
+    forged = {"status": {"phase": "Completed", "resultURL": "https://evil.example/phish.mp4"}}
+    k8s.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, kube_namespace, PLURAL, name, forged
+    )
+    processing = wait_phase(kube_api, kube_namespace, name, "Processing")
+    assert "resultURL" not in processing["status"]
+    assert ANNOTATION_OUTCOME not in (processing["metadata"].get("annotations") or {})
+
+    open_gate(gate_dir, name)
+    done = wait_phase(kube_api, kube_namespace, name, "Completed")
+    assert done["status"]["resultURL"] == f"https://results.example/{spec.job_id}.mp4"
+    assert done["metadata"]["annotations"][ANNOTATION_OUTCOME] == "Completed"
 
 
 def test_deadline_fails_with_timeout(
@@ -629,15 +681,31 @@ def test_image_pull_errors_fail_after_a_grace_period(
     fake_kubelet: FakeKubelet,
 ) -> None:
     fake_kubelet.image_pull_errors.add(RUNNER_IMAGE)
-    with running_operator(kube_kubeconfig, kube_namespace, settings, image_pull_grace=3.0):
+    fake_kubelet.pull_backoff_seconds = 0.5
+    settings = settings.model_copy(update={"image_pull_grace_seconds": 10.0})
+    with running_operator(kube_kubeconfig, kube_namespace, settings, image_pull_grace=None):
         name = create_videojob(kube_api, kube_namespace, make_spec("veo3.1"))
         fake_kubelet.wait_for_runs(job_name=name, started=False)
-        assert get_videojob(kube_api, kube_namespace, name)["status"]["phase"] == "Queued"
-        status = wait_phase(kube_api, kube_namespace, name, "Failed", timeout=20)["status"]
+
+        def backing_off() -> Json | None:
+            status = get_videojob(kube_api, kube_namespace, name).get("status") or {}
+            started = next((c for c in status.get("conditions", []) if c["type"] == "Started"), {})
+            return status if started.get("reason") == "ImagePullBackOff" else None
+
+        # While it lasts, the VideoJob says why it waits.
+        waiting = wait_for("the VideoJob to show ImagePullBackOff", backing_off, timeout=20)
+        assert waiting["phase"] == "Queued" and RUNNER_IMAGE in condition(waiting, "Started")["message"]
+        status = wait_phase(kube_api, kube_namespace, name, "Failed", timeout=30)["status"]
         wait_for("the Job deleted", lambda: get_job(kube_plane, kube_namespace, name) is None)
-    assert status["reason"] == "internal"
-    assert "ImagePullBackOff" in status["errorMessage"] or "ErrImagePull" in status["errorMessage"]
-    assert RUNNER_IMAGE in status["errorMessage"]
+    assert status["reason"] == "image_pull_failed"
+    assert status["errorMessage"] == "The job could not start: the runner image could not be pulled."
+    assert RUNNER_IMAGE in condition(status, "Finished")["message"]
+    events = events_of(kube_api, kube_namespace, name)
+    assert [reason for kind, reason, _ in events if kind == "Warning"][:1] in (
+        ["ErrImagePull"],
+        ["ImagePullBackOff"],
+    )
+    assert any(reason == "Failed" and RUNNER_IMAGE in message for _, reason, message in events)
 
 
 RUNNER_RULES: list[dict[str, Any]] = [

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from vividflow.cli import app
 from vividflow.jobspec import (
+    ANNOTATION_OUTCOME,
     LABEL_JOB_ID,
     LABEL_MODEL,
     LABEL_VIDEOJOB,
@@ -21,6 +22,7 @@ from vividflow.jobspec import (
     JobParameters,
     JobSpec,
     ModelName,
+    RunnerExit,
     RunResult,
     VideoJobStatus,
     videojob_manifest,
@@ -29,7 +31,6 @@ from vividflow.operator.admission import jobs_to_release
 from vividflow.operator.cache import Cache
 from vividflow.operator.config import default_priority
 from vividflow.operator.jobs import (
-    EXIT_INVALID_INPUT,
     KUEUE_QUEUE_LABEL,
     ORDER_ANNOTATION,
     job_manifest,
@@ -72,9 +73,14 @@ def make_spec(model: ModelName = ModelName.WAN21, **update: Any) -> JobSpec:
     return spec.model_copy(update=update)
 
 
-def videojob(spec: JobSpec | None = None, status: Json | None = None, generation: int = 1) -> Json:
+def videojob(
+    spec: JobSpec | None = None, status: Json | None = None, generation: int = 1, outcome: str | None = None
+) -> Json:
+    """A VideoJob; ``outcome``: the terminal phase the operator recorded in its annotation."""
     body = videojob_manifest(spec or make_spec(), "ns")
     body["metadata"].update({"uid": VJ_UID, "generation": generation, "resourceVersion": "7"})
+    if outcome is not None:
+        body["metadata"]["annotations"] = {ANNOTATION_OUTCOME: outcome}
     if status is not None:
         body["status"] = status
     return body
@@ -182,8 +188,12 @@ def test_wan_job_manifest_has_gpu_placement_cache_and_failure_policy() -> None:
         ("HF_HOME", "/cache"),
     ]
     fail_job = job_spec["podFailurePolicy"]["rules"][1]
-    assert fail_job["onExitCodes"] == {"containerName": "runner", "operator": "In", "values": [2]}
-    assert EXIT_INVALID_INPUT == runner_cli.EXIT_INVALID_INPUT
+    assert fail_job["onExitCodes"] == {"containerName": "runner", "operator": "In", "values": [2, 3, 4, 137]}
+    # The runner exits with those codes for the failures another try cannot fix.
+    for reason in (FailureReason.INVALID_INPUT, FailureReason.MODEL_LOAD_FAILED, FailureReason.OUT_OF_MEMORY):
+        assert runner_cli.exit_code(RunResult.failure(reason, "x")) in fail_job["onExitCodes"]["values"]
+    for reason in (FailureReason.UPSTREAM_ERROR, FailureReason.INTERNAL, FailureReason.TIMEOUT):
+        assert runner_cli.exit_code(RunResult.failure(reason, "x")) == RunnerExit.FAILED
 
 
 def test_veo_job_manifest_has_no_gpu_but_credentials() -> None:
@@ -267,11 +277,15 @@ def test_processing_keeps_the_runners_progress_and_a_coarse_duration() -> None:
 
 
 def test_completed_from_the_termination_message() -> None:
+    spec = make_spec()
     message = result_json(
-        ok=True, resultURL="https://r/x.mp4", metrics={"spinUpTime": 1, "generationTime": 2, "totalTime": 4}
+        ok=True,
+        resultURL="https://r/x.mp4",
+        outputURI=spec.output_uri,
+        metrics={"spinUpTime": 1, "generationTime": 2, "totalTime": 4},
     )
     done = pod("Succeeded", state=terminated(0, message, "Completed", started=NOW - timedelta(seconds=65)))
-    status = decide(videojob(), job(("Complete", "")), [done], NOW).status
+    status = decide(videojob(spec), job(("Complete", "")), [done], NOW).status
     assert (status.phase, status.progress, status.result_url) == ("Completed", 100, "https://r/x.mp4")
     assert status.metrics is not None and status.metrics.total_time == 4
     assert status.duration == "1m5s" and status.completion_time == NOW
@@ -286,32 +300,64 @@ def test_success_without_a_result_is_an_internal_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    ("condition", "state", "reason", "message"),
+    ("condition", "state", "reason", "message", "detail"),
     [
-        ("DeadlineExceeded", terminated(137), FailureReason.TIMEOUT, "deadline of 600 seconds"),
+        ("DeadlineExceeded", terminated(137), FailureReason.TIMEOUT, "deadline of 600 seconds", None),
         (
             "BackoffLimitExceeded",
             terminated(1, result_json(ok=False, reason="upstream_error", errorMessage="Veo said no")),
             FailureReason.UPSTREAM_ERROR,
             "Veo said no",
+            None,
         ),
-        ("PodFailurePolicy", terminated(2, "bad spec line"), FailureReason.INVALID_INPUT, "bad spec line"),
-        ("BackoffLimitExceeded", terminated(137, "", "OOMKilled"), FailureReason.OUT_OF_MEMORY, "OOMKilled"),
+        (
+            "PodFailurePolicy",
+            terminated(2, "bad spec line"),
+            FailureReason.INVALID_INPUT,
+            "could not use the job's input",
+            "bad spec line",
+        ),
         (
             "BackoffLimitExceeded",
-            terminated(3, "Traceback\nboom"),
-            FailureReason.WORKER_CRASHED,
-            "code 3: Traceback boom",
+            terminated(137, "", "OOMKilled"),
+            FailureReason.OUT_OF_MEMORY,
+            "OOMKilled",
+            None,
         ),
-        ("BackoffLimitExceeded", None, FailureReason.WORKER_CRASHED, "BackoffLimitExceeded"),
+        (
+            "BackoffLimitExceeded",
+            terminated(5, "Traceback\nboom at https://10.0.0.1:443/apis/x"),
+            FailureReason.WORKER_CRASHED,
+            "stopped unexpectedly (exit code 5)",
+            "Traceback boom at https://10.0.0.1:443/apis/x",
+        ),
+        (
+            "BackoffLimitExceeded",
+            None,
+            FailureReason.WORKER_CRASHED,
+            "The runner failed",
+            "The runner Job failed (BackoffLimitExceeded).",
+        ),
     ],
 )
-def test_failure_reasons(condition: str, state: Json | None, reason: FailureReason, message: str) -> None:
+def test_failure_reasons(
+    condition: str, state: Json | None, reason: FailureReason, message: str, detail: str | None
+) -> None:
+    """The user gets a sentence; what the runner left behind (a log tail with internal addresses) goes
+    to the Finished condition and the Failed event, for operators."""
     pods = [pod("Failed", state=state)] if state else []
     for kind in ("Failed", "FailureTarget"):
-        status = decide(videojob(), job((kind, condition)), pods, NOW).status
+        decision = decide(videojob(), job((kind, condition)), pods, NOW)
+        status = decision.status
         assert (status.phase, status.reason) == ("Failed", reason)
         assert status.error_message is not None and message in status.error_message
+        assert decision.detail == detail
+        if detail is not None:
+            assert detail not in status.error_message and "Traceback" not in status.error_message
+            finished = next(c for c in status.conditions if c.type == "Finished")
+            assert detail in finished.message
+            (event,) = transition_events(VideoJobStatus(phase="Processing"), status, decision.detail)
+            assert detail in event.message
 
 
 def test_only_pods_of_the_current_job_count() -> None:
@@ -325,14 +371,32 @@ def test_only_pods_of_the_current_job_count() -> None:
 
 
 def test_image_pull_errors_wait_out_the_grace_then_fail_and_delete() -> None:
-    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "runner:1"'}}
     young = pod("Pending", state=waiting, created=NOW - timedelta(seconds=10))
     decision = decide(videojob(), job(), [young], NOW, image_pull_grace=60)
     assert decision.status.phase == "Queued" and decision.requeue_after == 50 and not decision.delete_job
+    # While it lasts, the Started condition says why the job waits, and one Warning event tells it.
+    started = next(c for c in decision.status.conditions if c.type == "Started")
+    assert (started.status, started.reason) == ("False", "ImagePullBackOff")
+    assert "runner:1" in started.message
+    (event,) = transition_events(VideoJobStatus(phase="Queued"), decision.status)
+    assert (event.type, event.reason) == ("Warning", "ImagePullBackOff")
+    assert transition_events(decision.status, decision.status) == []
+
     old = pod("Pending", state=waiting, created=NOW - timedelta(seconds=61))
     decision = decide(videojob(), job(), [old], NOW, image_pull_grace=60)
     assert decision.status.phase == "Failed" and decision.delete_job
-    assert decision.status.error_message is not None and "runner:1" in decision.status.error_message
+    assert decision.status.reason == FailureReason.IMAGE_PULL_FAILED
+    assert decision.status.error_message == "The job could not start: the runner image could not be pulled."
+    assert decision.detail is not None and "runner:1" in decision.detail
+
+
+def test_a_missing_secret_fails_as_internal_after_the_grace() -> None:
+    waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}}
+    old = pod("Pending", state=waiting, created=NOW - timedelta(seconds=61))
+    decision = decide(videojob(), job(), [old], NOW, image_pull_grace=60)
+    assert (decision.status.phase, decision.status.reason) == ("Failed", FailureReason.INTERNAL)
+    assert decision.detail is not None and 'secret "s" not found' in decision.detail
 
 
 def test_cancel_deletes_the_job_and_is_sticky() -> None:
@@ -342,8 +406,11 @@ def test_cancel_deletes_the_job_and_is_sticky() -> None:
     )
     assert decision.status.phase == "Cancelled" and decision.delete_job
     assert decision.status.reason == FailureReason.CANCELLED
+    assert decision.record_outcome
     cancelled = videojob(
-        spec, status=decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        spec,
+        status=decision.status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        outcome="Cancelled",
     )
     # Later, the Job's deletion still pending: delete again; Job gone: nothing to do.
     assert decide(cancelled, job(), [], NOW).delete_job
@@ -351,11 +418,54 @@ def test_cancel_deletes_the_job_and_is_sticky() -> None:
     assert not decide(cancelled, None, [], NOW).create_job
 
 
-def test_terminal_phases_are_sticky() -> None:
-    done = videojob(status={"phase": "Completed", "progress": 100, "resultURL": "https://r/x.mp4"})
+def test_terminal_phases_the_operator_recorded_are_sticky() -> None:
+    status = {"phase": "Completed", "progress": 100, "resultURL": "https://r/x.mp4"}
+    done = videojob(status=status, outcome="Completed")
     failing_job = job(("Failed", "BackoffLimitExceeded"))
     decision = decide(done, failing_job, [], NOW)
     assert decision.status.phase == "Completed" and not decision.delete_job and not decision.create_job
+    # A status changed behind the operator's back goes back to the recorded phase.
+    tampered = videojob(status={**status, "phase": "Failed"}, outcome="Completed")
+    assert decide(tampered, None, [], NOW).status.phase == "Completed"
+
+
+def test_a_terminal_status_the_operator_did_not_record_is_decided_again() -> None:
+    """What a runner wrote into another job's status (phase, result URL) is not believed."""
+    forged = {"phase": "Completed", "progress": 100, "resultURL": "https://evil.example/phish.mp4"}
+    spec = make_spec()
+    queued = videojob(spec, status=forged)
+    decision = decide(queued, None, [], NOW)  # no Job yet: create it, as for any new VideoJob
+    assert decision.create_job
+    running = pod("Running", state={"running": {"startedAt": stamp(NOW)}})
+    decision = decide(queued, job(), [running], NOW)
+    assert decision.status.phase == "Processing" and decision.status.result_url is None
+    assert not decision.record_outcome
+    # When the Job really ends, the result is the runner's own report from its termination message.
+    real_url = f"https://storage.googleapis.com/out/{spec.job_id}.mp4"
+    report = result_json(
+        ok=True,
+        resultURL=real_url,
+        outputURI=spec.output_uri,
+        metrics={"spinUpTime": 1, "generationTime": 2, "totalTime": 3},
+    )
+    done = pod("Succeeded", state=terminated(0, report, "Completed"))
+    decision = decide(queued, job(("Complete", "")), [done], NOW)
+    assert decision.status.phase == "Completed" and decision.status.result_url == real_url
+    assert decision.record_outcome
+
+
+def test_a_result_for_another_output_is_refused() -> None:
+    spec = make_spec()
+    report = result_json(
+        ok=True,
+        resultURL="https://storage.googleapis.com/out/other.mp4",
+        outputURI="gs://out/other.mp4",
+        metrics={"spinUpTime": 1, "generationTime": 2, "totalTime": 3},
+    )
+    done = pod("Succeeded", state=terminated(0, report, "Completed"))
+    decision = decide(videojob(spec), job(("Complete", "")), [done], NOW)
+    assert (decision.status.phase, decision.status.reason) == ("Failed", FailureReason.INTERNAL)
+    assert decision.status.result_url is None
 
 
 def test_a_lost_job_fails_instead_of_running_twice() -> None:

@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from vividflow.jobspec import FailureReason, JobParameters, JobSpec, ModelName, RunResult, WanParams
+from vividflow.jobspec import (
+    FailureReason,
+    JobParameters,
+    JobSpec,
+    ModelName,
+    RunnerExit,
+    RunResult,
+    WanParams,
+)
 from vividflow.runner.video import probe_mp4
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,14 +158,14 @@ def test_invalid_input_exits_2(env: Env) -> None:
     assert not env.output("job-gif").exists()
 
 
-def test_a_model_that_cannot_load_exits_1(env: Env) -> None:
+def test_a_model_that_cannot_load_exits_3(env: Env) -> None:
     missing = env.tmp_path / "no-such-model"
 
     run = run_cli(
         env, "--spec-file", str(env.spec_file(env.spec("job-nomodel"))), VIVID_WAN_MODEL=str(missing)
     )
 
-    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.returncode == RunnerExit.MODEL_LOAD_FAILED == 3, run.stderr[-3000:]
     result = run.result
     assert result.reason is FailureReason.MODEL_LOAD_FAILED
     assert result.error_message == f"Wan model directory {missing} does not exist"
@@ -170,7 +178,7 @@ def test_an_overlong_failure_still_fits_the_termination_log_as_whole_json(env: E
 
     run = run_cli(env, "--spec-file", str(env.spec_file(env.spec("job-long"))), VIVID_WAN_MODEL=missing)
 
-    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.returncode == RunnerExit.MODEL_LOAD_FAILED, run.stderr[-3000:]
     assert len(run.log_bytes) <= TERMINATION_LOG_BYTES
     logged = RunResult.model_validate(json.loads(run.log_bytes))
     printed = RunResult.model_validate(json.loads(run.last_line))

@@ -36,6 +36,7 @@ from vividflow.jobspec import (
     JobParameters,
     JobSpec,
     ModelName,
+    RunnerExit,
     RunResult,
     VeoParams,
     WanParams,
@@ -466,7 +467,7 @@ def test_a_video_too_large_for_memory_fails_as_out_of_memory(
         preexec_fn=_cap_address_space,
     )
 
-    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.returncode == RunnerExit.OUT_OF_MEMORY, done.stderr[-3000:]
     result = RunResult.model_validate(json.loads(log.read_text()))
     message = assert_failed(result, FailureReason.OUT_OF_MEMORY)
     assert message.startswith("Out of memory while generating a 1920x1920, 241-frame video")

@@ -6,10 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vividflow import __version__
+from vividflow.apiserver.body_limits import BodyGuard
 from vividflow.apiserver.db.migrate import upgrade
 from vividflow.apiserver.errors import install_handlers
 from vividflow.apiserver.routes import api_router, files, health
@@ -20,8 +19,8 @@ DESCRIPTION = """Turn an image and a prompt into a video with **wan2.1** (Wan 2.
 **veo3.1** (Google Veo 3.1). Submit with `POST /api/v1/generate`, then poll `GET /api/v1/status/{id}`.
 Every `/api/v1` call needs an `X-API-Key` header. Errors answer `{"error": ..., "details": [...]}`."""
 
-BODY_SLACK_BYTES = 1024 * 1024
-"""Room for the form fields around an image of the maximum size."""
+UPLOAD_PATHS = ("/api/v1/generate",)
+"""Where multipart bodies may carry an image (they get the image size limit)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,29 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(files.router)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + BODY_SLACK_BYTES)
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_paths=UPLOAD_PATHS,
+        idle_timeout=settings.body_idle_timeout_seconds,
+        total_timeout=settings.body_timeout_seconds,
+    )
     return app
-
-
-class BodySizeLimit:
-    """Refuse a body announced as larger than any valid request before reading it (pure ASGI, so
-    it costs nothing on other requests)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                response = JSONResponse(
-                    {
-                        "error": "Request too large",
-                        "details": [f"The body is {int(length)} bytes; the limit is {self.max_bytes} bytes."],
-                    },
-                    status_code=413,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

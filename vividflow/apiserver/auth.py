@@ -36,7 +36,7 @@ class Authenticator:
     def lookup(self, secret: str) -> Principal | None:
         """Blocking: asks the database (call from a worker thread)."""
         digest = hash_key(secret)
-        with self._session_factory() as session:
+        with self._session_factory.begin() as session:
             principal = keys.authenticate_digest(session, digest)
         if principal is not None and self._ttl > 0:
             with self._lock:

@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.errors import ApiError, unauthorized
+from vividflow.apiserver.ratelimit import RateLimitState
 from vividflow.apiserver.services.keys import Principal
 from vividflow.apiserver.state import AppState
 from vividflow.settings import Settings
@@ -42,24 +43,48 @@ def get_db(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address (behind a trusted proxy, uvicorn has already taken it from X-Forwarded-For)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _too_many(error: str, detail: str, limit: RateLimitState) -> ApiError:
+    return ApiError(
+        429,
+        error,
+        [detail],
+        headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
+        extra={"retry_after": limit.retry_after},
+    )
+
+
 async def current_principal(
-    state: StateDep, response: Response, api_key: Annotated[str | None, Security(api_key_header)] = None
+    request: Request,
+    state: StateDep,
+    response: Response,
+    api_key: Annotated[str | None, Security(api_key_header)] = None,
 ) -> Principal:
-    """Authenticate the key, then count the request against its rate limits."""
+    """Authenticate the key (failures are limited per client address), then count the request
+    against the user's rate limits."""
     if not api_key:
         raise unauthorized("Send your API key in the X-API-Key header.")
-    principal = state.authenticator.cached(api_key) or await state.run_db(state.authenticator.lookup, api_key)
+    principal = state.authenticator.cached(api_key)
     if principal is None:
-        raise unauthorized("The API key is not valid or has been revoked.")
-    limit = await state.limiter.hit(principal.key_id)
+        address = client_address(request)
+        attempts = await state.limiter.auth_allowed(address)
+        if not attempts.allowed:
+            raise _too_many(
+                "Too many failed authentications",
+                "Too many requests with an invalid API key came from your address; try again later.",
+                attempts,
+            )
+        principal = await state.run_db(state.authenticator.lookup, api_key)
+        if principal is None:
+            await state.limiter.auth_failed(address)
+            raise unauthorized("The API key is not valid or has been revoked.")
+    limit = await state.limiter.hit(principal)
     if not limit.allowed:
-        raise ApiError(
-            429,
-            "Rate limit exceeded",
-            ["429 Too Many Requests"],
-            headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
-            extra={"retry_after": limit.retry_after},
-        )
+        raise _too_many("Rate limit exceeded", "429 Too Many Requests", limit)
     response.headers.update(limit.headers())
     return principal
 

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,49 @@ def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_TITLES = {
+    400: "Invalid request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    415: "Unsupported content type",
+}
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's 405 names only the first
+    route's), plus OPTIONS, which is always answered: each method is tried against the routes."""
+    routes = request.app.router.routes
+    methods = {"OPTIONS"}
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            methods.add(method)
+    return sorted(methods)
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    """The framework's own refusals (unknown path, wrong method, unparsable form) in the contract's
+    shape: a short ``error`` and the framework's explanation in ``details``."""
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
-        {"error": str(exc.detail), "details": []}, status_code=exc.status_code, headers=exc.headers
-    )
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == 405:
+        allow = allowed_methods(request)
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": ", ".join(allow)})
+        headers["Allow"] = ", ".join(allow)
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    detail = str(exc.detail)
+    if status == 404 and detail == phrase:
+        detail = f"There is nothing at {request.url.path}."
+    elif status == 405 and detail == phrase:
+        detail = f"{request.method} is not allowed here; use {headers['Allow']}."
+    details = [] if detail == phrase else [detail]
+    return JSONResponse({"error": _TITLES.get(status, phrase), "details": details}, status, headers)
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:

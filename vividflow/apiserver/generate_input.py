@@ -1,22 +1,47 @@
 """Reading ``POST /generate``: JSON, urlencoded or multipart bodies, checked against the model's
-own parameters, every problem reported at once."""
+own parameters, every problem reported at once.
+
+Parsing is as strict as the contract: integers are decimal digits (``16``, not ``1_6``, `` 16 `` or
+``16.0``), numbers are finite decimals, booleans are ``true``/``false`` (any case) or JSON booleans,
+and a JSON boolean is never a number. Each refusal names the field and the rule. The body's size and
+read time are bounded before this module sees it (:mod:`body_limits`).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vividflow.apiserver.errors import ApiError, format_validation_errors, invalid_parameters
-from vividflow.jobspec import DEFAULT_MODEL, JobParameters, ModelName, parameter_names
+from vividflow.jobspec import (
+    DEFAULT_MODEL,
+    PARAMS_BY_MODEL,
+    JobParameters,
+    JobSpec,
+    ModelName,
+    parameter_names,
+)
+from vividflow.settings import Settings
 
-MAX_PROMPT_LENGTH = 2000
+MAX_PROMPT_LENGTH: int = next(
+    int(rule.max_length) for rule in JobSpec.model_fields["prompt"].metadata if hasattr(rule, "max_length")
+)
 COMMON_FIELDS = frozenset({"prompt", "model", "image", "image_url"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_FORM_FIELDS = 100
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_PART_TOO_LARGE = "Part exceeded maximum size"
 
 
 @dataclass(frozen=True)
@@ -25,16 +50,17 @@ class GenerateInput:
     model: ModelName
     parameters: JobParameters
     image_url: str | None
-    upload: UploadFile | None
+    upload: bytes | None
+    """The uploaded image's bytes (at most ``max_upload_bytes + 1``: one more tells it is too large)."""
 
 
-async def read_generate_input(request: Request) -> GenerateInput:
+async def read_generate_input(request: Request, settings: Settings) -> GenerateInput:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    upload: UploadFile | None = None
+    upload: bytes | None = None
     if content_type == "application/json":
         fields = await _json_fields(request)
     elif content_type in FORM_TYPES:
-        fields, upload = await _form_fields(request)
+        fields, upload = await _form_fields(request, settings)
     else:
         raise ApiError(
             415,
@@ -44,13 +70,20 @@ async def read_generate_input(request: Request) -> GenerateInput:
     return validate_fields(fields, upload)
 
 
-async def _json_fields(request: Request) -> dict[str, Any]:
+def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(await request.body())
+        payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise invalid_parameters(["The request body is not valid JSON."]) from None
+    except RecursionError:
+        raise invalid_parameters(["The JSON body is nested too deeply."]) from None
     if not isinstance(payload, dict):
         raise invalid_parameters(["The JSON body must be an object."])
+    return payload
+
+
+async def _json_fields(request: Request) -> dict[str, Any]:
+    payload = parse_json_object(await request.body())
     if "image" in payload:
         raise invalid_parameters(
             ["image must be uploaded as a file (multipart/form-data); in JSON, use image_url."]
@@ -58,34 +91,101 @@ async def _json_fields(request: Request) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if value is not None}
 
 
-async def _form_fields(request: Request) -> tuple[dict[str, Any], UploadFile | None]:
-    form = await request.form(max_files=2, max_fields=100)
+async def _form_fields(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes | None]:
     fields: dict[str, Any] = {}
-    upload: UploadFile | None = None
+    upload: bytes | None = None
     problems: list[str] = []
-    for key, value in form.multi_items():
-        if key in fields or (key == "image" and upload is not None):
-            problems.append(f"{key} is given more than once")
-        elif isinstance(value, UploadFile):
-            if key == "image":
-                upload = value
-            else:
-                problems.append(f"{key} must be a text field, not a file")
-        elif key == "image":
-            problems.append("image must be a file upload; to pass a link, use image_url")
-        elif value != "":  # an empty form field means "not given", as browsers send them
-            fields[key] = value
+    try:
+        form_context = request.form(
+            max_files=2, max_fields=MAX_FORM_FIELDS, max_part_size=settings.max_form_field_bytes
+        )
+        async with form_context as form:  # closes (and deletes) spooled uploads on the way out
+            for key, value in form.multi_items():
+                if key in fields or (key == "image" and upload is not None):
+                    problems.append(f"{key} is given more than once")
+                elif isinstance(value, UploadFile):
+                    if key == "image":
+                        upload = await value.read(settings.max_upload_bytes + 1)
+                    else:
+                        problems.append(f"{key} must be a text field, not a file")
+                elif key == "image":
+                    problems.append("image must be a file upload; to pass a link, use image_url")
+                elif value != "":  # an empty form field means "not given", as browsers send them
+                    fields[key] = value
+    except StarletteHTTPException as error:  # the form parser's refusals
+        detail = str(error.detail)
+        if detail.startswith(_PART_TOO_LARGE):
+            raise ApiError(
+                413,
+                "Request too large",
+                [f"A form field is larger than the limit of {settings.max_form_field_bytes} bytes."],
+            ) from None
+        raise ApiError(400, "Invalid request body", [detail]) from None
     if problems:
         raise invalid_parameters(problems)
     return fields, upload
 
 
-def validate_fields(fields: dict[str, Any], upload: UploadFile | None) -> GenerateInput:
+# ---------------------------------------------------------------------------------------------------
+# Field types: the wire rules for each parameter's Python type
+# ---------------------------------------------------------------------------------------------------
+
+
+def _field_type(annotation: Any) -> type:
+    """``int``, ``float``, ``bool`` or ``str`` (``X | None`` counts as ``X``)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (inner,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return _field_type(inner)
+    assert annotation in (int, float, bool, str), annotation
+    return typing.cast(type, annotation)
+
+
+def parse_value(name: str, kind: type, value: Any) -> tuple[Any, str | None]:
+    """(the value as ``kind``, None) or (None, the problem): form values arrive as text, JSON values
+    as JSON types; both follow the same rules."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true", None
+        return None, f"{name} must be true or false"
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
+            return int(value), None
+        return None, f"{name} must be a whole number written with digits only (e.g. 16)"
+    if kind is float:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = float(value) if numeric or (isinstance(value, str) and _DECIMAL.fullmatch(value)) else None
+        if number is None or not math.isfinite(number):
+            return None, f"{name} must be a finite decimal number (e.g. 7.5)"
+        return number, None
+    if isinstance(value, str):
+        return value, None
+    return None, f"{name} must be text"
+
+
+def _parse_parameters(model: ModelName, fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, info in PARAMS_BY_MODEL[model].model_fields.items():
+        if name not in fields:
+            continue
+        value, problem = parse_value(name, _field_type(info.annotation), fields[name])
+        if problem:
+            problems.append(problem)
+        else:
+            values[name] = value
+    return values, problems
+
+
+def validate_fields(fields: dict[str, Any], upload: bytes | None) -> GenerateInput:
     problems: list[str] = []
 
     prompt = fields.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        problems.append("prompt is required")
+        problems.append("prompt is required (text)")
         prompt = ""
     elif len(prompt) > MAX_PROMPT_LENGTH:
         problems.append(f"prompt must be at most {MAX_PROMPT_LENGTH} characters")
@@ -100,7 +200,7 @@ def validate_fields(fields: dict[str, Any], upload: UploadFile | None) -> Genera
 
     image_url = fields.get("image_url")
     if image_url is not None and not isinstance(image_url, str):
-        problems.append("image_url must be a string")
+        problems.append("image_url must be text (a URL)")
         image_url = None
     if upload is None and not image_url:
         problems.append("an input image is required: upload a file as image or give image_url")
@@ -117,8 +217,10 @@ def validate_fields(fields: dict[str, Any], upload: UploadFile | None) -> Genera
         for key in sorted((set(fields) & all_parameters) - own):
             owner = next(m for m in ModelName if key in parameter_names(m))
             problems.append(f"{key} is a {owner} parameter; it is not accepted with model {model}")
+        values, type_problems = _parse_parameters(model, fields)
+        problems.extend(type_problems)
         try:
-            parameters = JobParameters.for_model(model, {k: v for k, v in fields.items() if k in own})
+            parameters = JobParameters.for_model(model, values, strict=True)
         except ValidationError as error:
             problems.extend(format_validation_errors(error))
 

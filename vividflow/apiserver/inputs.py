@@ -1,19 +1,27 @@
 """Checking (every pixel decoded) and keeping a job's input image before the job exists, so a bad input never
 creates a job: uploads and fetched URLs are validated by content and stored; GCS objects are
-validated in place and referenced by their gs:// URI."""
+validated in place and referenced by their gs:// URI.
+
+Slow network work stays off the threads that serve database work and plain routes: https URLs are
+fetched on the event loop (async client), GCS reads and writes run on the I/O pool, and each user may
+have only ``max_url_fetches_per_user`` URL downloads at once (per API process).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from typing import TYPE_CHECKING
 
 from vividflow.apiserver.errors import ApiError, invalid_parameters
 from vividflow.settings import Settings
 from vividflow.storage import fetch, gcs, images, locations
 from vividflow.storage.errors import InputTooLarge, StorageError
+
+if TYPE_CHECKING:
+    from vividflow.apiserver.state import AppState
 
 
 @dataclass(frozen=True)
@@ -24,12 +32,49 @@ class CheckedInput:
     """Set when the image already lives in GCS: the job reads it from there."""
 
 
-async def check_input(upload: UploadFile | None, image_url: str | None, settings: Settings) -> CheckedInput:
+class FetchSlots:
+    """How many image URL downloads each user has running; used from the event loop only."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._running: dict[str, int] = {}
+
+    @contextmanager
+    def take(self, user_id: str) -> Iterator[None]:
+        running = self._running.get(user_id, 0)
+        if running >= self.per_user:
+            raise ApiError(
+                429,
+                "Too many image downloads",
+                [f"At most {self.per_user} image_url downloads may run at once; wait for one to finish."],
+                headers={"Retry-After": "1"},
+                extra={"retry_after": 1},
+            )
+        self._running[user_id] = running + 1
+        try:
+            yield
+        finally:
+            left = self._running[user_id] - 1
+            if left:
+                self._running[user_id] = left
+            else:
+                del self._running[user_id]
+
+    def running(self, user_id: str) -> int:
+        return self._running.get(user_id, 0)
+
+
+async def check_input(
+    upload: bytes | None, image_url: str | None, state: AppState, user_id: str
+) -> CheckedInput:
+    settings = state.settings
     try:
         if upload is not None:
-            return await _check_upload(upload, settings)
+            mime_type = await state.run_io(images.validate_image_bytes, upload, settings.max_upload_bytes)
+            return CheckedInput(data=upload, mime_type=mime_type, gcs_uri=None)
         assert image_url is not None
-        return await run_in_threadpool(_check_url, image_url, settings)
+        with state.fetch_slots.take(user_id):
+            return await _check_url(image_url, state)
     except InputTooLarge as error:
         raise ApiError(413, "Image too large", [error.message]) from error
     except StorageError as error:
@@ -37,29 +82,21 @@ async def check_input(upload: UploadFile | None, image_url: str | None, settings
         raise invalid_parameters([f"{field}: {error.message}"]) from error
 
 
-async def _check_upload(upload: UploadFile, settings: Settings) -> CheckedInput:
-    limit = settings.max_upload_bytes
-    data = await upload.read(limit + 1)
-    mime_type = await run_in_threadpool(images.validate_image_bytes, data, limit)
-    return CheckedInput(data=data, mime_type=mime_type, gcs_uri=None)
-
-
-def _check_url(url: str, settings: Settings) -> CheckedInput:
+async def _check_url(url: str, state: AppState) -> CheckedInput:
+    settings = state.settings
     location = gcs.parse_gcs_url(url)
     if location is not None:
-        data = gcs.download_bytes(location, settings.max_upload_bytes)
-        mime_type = images.validate_image_bytes(data, settings.max_upload_bytes)
-        gcs_uri: str | None = location.uri
-    elif url.startswith(("https://", "http://")):
-        fetched = fetch.fetch_image_url(url, settings)
-        data, mime_type, gcs_uri = fetched.data, fetched.mime_type, None
-    else:
-        raise invalid_parameters(["image_url must be a gs:// URL or an https:// URL"])
-    return CheckedInput(data=data, mime_type=mime_type, gcs_uri=gcs_uri)
+        data = await state.run_io(gcs.download_bytes, location, settings.max_upload_bytes)
+        mime_type = await state.run_io(images.validate_image_bytes, data, settings.max_upload_bytes)
+        return CheckedInput(data=data, mime_type=mime_type, gcs_uri=location.uri)
+    if url.startswith(("https://", "http://")):
+        fetched = await fetch.fetch_image_url_async(url, settings)
+        return CheckedInput(data=fetched.data, mime_type=fetched.mime_type, gcs_uri=None)
+    raise invalid_parameters(["image_url must be a gs:// URL or an https:// URL"])
 
 
 def keep_input(checked: CheckedInput, job_id: str, settings: Settings) -> str:
-    """Store the input where the job's runner can read it; returns its URI."""
+    """Store the input where the job's runner can read it; returns its URI (blocking: GCS or disk)."""
     if checked.gcs_uri is not None:
         return checked.gcs_uri
     return locations.store_input(checked.data, job_id, checked.mime_type, settings)

@@ -1,6 +1,12 @@
-"""Per-key request limits with the `limits` library: in process by default, Redis when configured.
+"""Request limits with the `limits` library: in process by default, Redis when configured.
 
-The sliding-window counter keeps two counters per key and window (O(1) a request, in memory or
+- Per user (``rate_limits``), across all of the user's keys, so that more keys do not buy more
+  requests; optionally also per key (``key_rate_limits``). The response headers describe whichever
+  window is closest to running out.
+- Failed authentications per client address (``auth_failure_limits``): past them, every key from that
+  address is refused until the window frees, so keys cannot be guessed at speed.
+
+The sliding-window counter keeps two counters per subject and window (O(1) a request, in memory or
 Redis), weighting the previous window by how much of it still overlaps: close to a true moving
 window without storing a timestamp per request.
 """
@@ -9,12 +15,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
+
+from vividflow.apiserver.services.keys import Principal
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,22 @@ def async_storage_uri(redis_url: str | None) -> str:
     return f"async+{redis_url}" if redis_url else "async+memory://"
 
 
-class KeyRateLimiter:
-    def __init__(self, limits: list[str], redis_url: str | None) -> None:
-        self.items: list[RateLimitItem] = [parse(text) for text in limits]
+Window = tuple[RateLimitItem, str, str]
+"""(limit, namespace, subject)"""
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        user_limits: Sequence[str],
+        redis_url: str | None,
+        *,
+        key_limits: Sequence[str] = (),
+        auth_failure_limits: Sequence[str] = (),
+    ) -> None:
+        self.user_items: list[RateLimitItem] = [parse(text) for text in user_limits]
+        self.key_items: list[RateLimitItem] = [parse(text) for text in key_limits]
+        self.auth_failure_items: list[RateLimitItem] = [parse(text) for text in auth_failure_limits]
         # redis-py's asyncio client (a dependency already) rather than the default coredis
         options = {"implementation": "redispy"} if redis_url else {}
         storage = storage_from_string(async_storage_uri(redis_url), **options)
@@ -52,12 +74,35 @@ class KeyRateLimiter:
         self.storage = storage
         self._limiter = SlidingWindowCounterRateLimiter(storage)
 
-    async def hit(self, key: str) -> RateLimitState:
-        """Count one request; the state of the limit closest to running out (or the one broken)."""
+    async def hit(self, principal: Principal) -> RateLimitState:
+        """Count one request of ``principal``; the state of the window closest to running out (or of
+        the one that refused it)."""
+        windows: list[Window] = [(item, "user", principal.user_id) for item in self.user_items]
+        windows += [(item, "api-key", principal.key_id) for item in self.key_items]
+        return await self._hit(windows)
+
+    async def auth_allowed(self, address: str) -> RateLimitState:
+        """Whether ``address`` may still try a key (nothing is counted)."""
         tightest: RateLimitState | None = None
-        for item in self.items:
-            allowed = await self._limiter.hit(item, "api-key", key)
-            stats = await self._limiter.get_window_stats(item, "api-key", key)
+        for item in self.auth_failure_items:
+            allowed = await self._limiter.test(item, "auth-failure", address)
+            stats = await self._limiter.get_window_stats(item, "auth-failure", address)
+            state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
+            if not allowed:
+                return state
+            if tightest is None or state.remaining < tightest.remaining:
+                tightest = state
+        return tightest or RateLimitState(True, 0, 0, time.time())
+
+    async def auth_failed(self, address: str) -> None:
+        for item in self.auth_failure_items:
+            await self._limiter.hit(item, "auth-failure", address)
+
+    async def _hit(self, windows: list[Window]) -> RateLimitState:
+        tightest: RateLimitState | None = None
+        for item, namespace, subject in windows:
+            allowed = await self._limiter.hit(item, namespace, subject)
+            stats = await self._limiter.get_window_stats(item, namespace, subject)
             state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
             if not allowed:
                 return state

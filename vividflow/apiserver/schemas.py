@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Row
 
 from vividflow.apiserver.clock import iso
 from vividflow.apiserver.db.models import ApiKey, Job
+from vividflow.apiserver.services.keys import KEY_NAME_MAX_LENGTH, key_name_problem
 from vividflow.jobspec import JobStatus
 
 STATUS_MESSAGES: dict[JobStatus, str] = {
@@ -128,7 +129,21 @@ class UsageResponse(BaseModel):
 
 
 class KeyCreateRequest(BaseModel):
-    name: str = Field("default", min_length=1, max_length=100)
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "default",
+        max_length=KEY_NAME_MAX_LENGTH,
+        description="A label to tell keys apart: 1-100 printable characters, no < or >.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        problem = key_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
 
 
 class KeyInfo(BaseModel):

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from vividflow.apiserver.auth import Authenticator
 from vividflow.apiserver.backends.base import JobBackend
 from vividflow.apiserver.db.session import make_engine, make_read_engine, make_session_factory
-from vividflow.apiserver.ratelimit import KeyRateLimiter
+from vividflow.apiserver.inputs import FetchSlots
+from vividflow.apiserver.ratelimit import RateLimiter
 from vividflow.settings import Settings
 
 P = ParamSpec("P")
@@ -29,19 +30,28 @@ class AppState:
     read_engine: Engine
     """``engine`` for single-statement reads outside a transaction (see make_read_engine)."""
     session_factory: sessionmaker[Session]
-    limiter: KeyRateLimiter
+    limiter: RateLimiter
     authenticator: Authenticator
     backend: JobBackend
     db_executor: ThreadPoolExecutor
     """A few threads for the hot paths' database work: fewer threads contending for the GIL
-    answer faster than the general worker pool, and slow URL fetches there cannot starve them."""
+    answer faster than the general worker pool, and slow network calls never queue here."""
+    io_executor: ThreadPoolExecutor
+    """Threads for blocking network calls (GCS, the Kubernetes API) and image decoding, so that a slow
+    bucket or API server cannot hold up database work or the framework's pool of plain routes."""
+    fetch_slots: FetchSlots
 
     async def run_db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.db_executor, functools.partial(function, *args, **kwargs))
 
+    async def run_io(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io_executor, functools.partial(function, *args, **kwargs))
+
     def close(self) -> None:
         self.db_executor.shutdown(wait=True)
+        self.io_executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     @classmethod
@@ -53,10 +63,17 @@ class AppState:
             engine=engine,
             read_engine=make_read_engine(engine),
             session_factory=session_factory,
-            limiter=KeyRateLimiter(settings.rate_limits, settings.redis_url),
+            limiter=RateLimiter(
+                settings.rate_limits,
+                settings.redis_url,
+                key_limits=settings.key_rate_limits,
+                auth_failure_limits=settings.auth_failure_limits,
+            ),
             authenticator=Authenticator(session_factory, settings.auth_cache_seconds),
             backend=make_backend(settings, session_factory),
             db_executor=ThreadPoolExecutor(settings.db_threads, thread_name_prefix="vividflow-db"),
+            io_executor=ThreadPoolExecutor(settings.io_threads, thread_name_prefix="vividflow-io"),
+            fetch_slots=FetchSlots(settings.max_url_fetches_per_user),
         )
 
 

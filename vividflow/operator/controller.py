@@ -11,11 +11,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from vividflow.jobspec import operator_outcome
 from vividflow.operator.cache import Cache, Key, key_of
 from vividflow.operator.events import EventRecorder
 from vividflow.operator.kube import Kube
 from vividflow.operator.reconciler import Reconciler
-from vividflow.operator.status import TERMINAL_PHASES
 from vividflow.operator.workqueue import WorkQueue
 from vividflow.settings import Settings
 
@@ -28,7 +28,7 @@ WorkKey = tuple[str, str, str]
 
 class Controller:
     def __init__(
-        self, settings: Settings, kube: Kube, *, workers: int = 8, image_pull_grace: float = 60.0
+        self, settings: Settings, kube: Kube, *, workers: int = 8, image_pull_grace: float | None = None
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -130,8 +130,7 @@ class Controller:
         namespaces: set[str] = set()
         for key in self.cache.videojob_keys():
             body = self.cache.videojob(key)
-            phase = ((body or {}).get("status") or {}).get("phase")
-            if body is None or phase in TERMINAL_PHASES:
+            if body is None or operator_outcome(body) is not None:
                 continue
             if fresh:
                 with self._fresh_lock:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vividflow.jobspec import GROUP, LABEL_JOB_ID, LABEL_MODEL, LABEL_VIDEOJOB, JobSpec, ModelName
+from vividflow.jobspec import (
+    GROUP,
+    LABEL_JOB_ID,
+    LABEL_MODEL,
+    LABEL_VIDEOJOB,
+    NO_RETRY_EXIT_CODES,
+    JobSpec,
+    ModelName,
+)
 from vividflow.settings import Settings
 
 CONTAINER_NAME = "runner"
-EXIT_INVALID_INPUT = 2
-"""The runner's "invalid input" exit code (``vividflow.runner.cli``): the Job fails at once."""
+OOM_KILLED_EXIT_CODE = 137
+"""A container killed by SIGKILL: the kernel's OOM killer (evictions and preemptions carry the
+DisruptionTarget condition and are ignored first); the same size would run out of memory again."""
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 ORDER_ANNOTATION = f"{GROUP}/created-at"
 """When the API accepted the job (``spec.createdAt``): suspended GPU Jobs start in this order."""
@@ -108,13 +117,14 @@ POD_FAILURE_POLICY: dict[str, Any] = {
     "rules": [
         # A preempted or evicted Pod is no fault of the job: retry without spending backoffLimit.
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        # The runner said the input is invalid: retrying cannot help.
+        # Invalid input, a model that does not load, out of memory: another try cannot help, and on
+        # a GPU each try is expensive.
         {
             "action": "FailJob",
             "onExitCodes": {
                 "containerName": CONTAINER_NAME,
                 "operator": "In",
-                "values": [EXIT_INVALID_INPUT],
+                "values": [*(int(code) for code in NO_RETRY_EXIT_CODES), OOM_KILLED_EXIT_CODE],
             },
         },
     ]

@@ -22,7 +22,7 @@ def create_controller(
     *,
     kubeconfig: Path | None = None,
     workers: int = DEFAULT_WORKERS,
-    image_pull_grace: float = 60.0,
+    image_pull_grace: float | None = None,
 ) -> Controller:
     """A controller with its own API client (in-cluster, else ``kubeconfig`` / ``$KUBECONFIG``)."""
     kube = Kube(load_configuration(kubeconfig), pool_size=max(4, workers * 2))

@@ -16,14 +16,20 @@ from typing import Any
 
 import kopf
 
-from vividflow.jobspec import LABEL_VIDEOJOB, JobSpec, ModelName
+from vividflow.jobspec import (
+    ANNOTATION_OUTCOME,
+    LABEL_VIDEOJOB,
+    TERMINAL_PHASES,
+    JobSpec,
+    ModelName,
+    operator_outcome,
+)
 from vividflow.operator.admission import GPU_JOBS_SELECTOR, jobs_to_release
 from vividflow.operator.cache import Cache, Key
 from vividflow.operator.events import EventRecorder
 from vividflow.operator.jobs import job_manifest
 from vividflow.operator.kube import MERGE_PATCH, Kube, KubeError, job_path, pods_path, videojob_path
 from vividflow.operator.status import (
-    TERMINAL_PHASES,
     Decision,
     current_status,
     decide,
@@ -64,14 +70,14 @@ class Reconciler:
         cache: Cache,
         events: EventRecorder,
         *,
-        image_pull_grace: float = 60.0,
+        image_pull_grace: float | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.settings = settings
         self._kube = kube
         self._cache = cache
         self._events = events
-        self._grace = image_pull_grace
+        self._grace = settings.image_pull_grace_seconds if image_pull_grace is None else image_pull_grace
         self._clock = clock
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -144,6 +150,25 @@ class Reconciler:
         self._cache.put_videojob(updated)
         return updated
 
+    def _record_outcome(self, videojob: Json, phase: str) -> Json | None:
+        """Record a terminal phase in the VideoJob's metadata (runners, who may patch its status,
+        cannot touch it): from here on, that phase is final for the operator and the API alike."""
+        metadata = videojob["metadata"]
+        patch = {"metadata": {"annotations": {ANNOTATION_OUTCOME: phase}}}
+        try:
+            updated = self._kube.request(
+                "PATCH",
+                videojob_path(metadata["namespace"], metadata["name"]),
+                body=patch,
+                content_type=MERGE_PATCH,
+            )
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+        self._cache.put_videojob(updated)
+        return updated
+
     # -- the reconcile -------------------------------------------------------------------------------
 
     def _observe(self, videojob: Json, *, fresh: bool) -> tuple[Decision, bool]:
@@ -206,19 +231,23 @@ class Reconciler:
 
     def _reconcile(self, videojob: Json, *, fresh: bool) -> Result:
         old = current_status(videojob)
-        if old.phase in ("Completed", "Failed"):
+        recorded = operator_outcome(videojob)
+        if recorded in ("Completed", "Failed") and old.phase == recorded:
             return Result()
         decision, created = self._observe(videojob, fresh=fresh)
-        sticky = decision.status.phase in TERMINAL_PHASES and old.phase not in TERMINAL_PHASES
+        sticky = decision.status.phase in TERMINAL_PHASES and recorded is None
         if not fresh and (sticky or decision.delete_job):
             decision, created_now = self._observe(videojob, fresh=True)
             created = created or created_now
         namespace, name = videojob["metadata"]["namespace"], videojob["metadata"]["name"]
         if decision.delete_job:
             self._kube.delete(job_path(namespace, name), propagation="Background")
+        if decision.record_outcome and recorded != decision.status.phase:
+            # First the outcome, then the status: the API believes a terminal status only with it.
+            videojob = self._record_outcome(videojob, decision.status.phase) or videojob
         patch = status_patch(videojob, decision.status)
         if patch is not None and self._write_status(videojob, patch) is not None:
-            for event in transition_events(old, decision.status):
+            for event in transition_events(old, decision.status, decision.detail):
                 self._events.record(videojob, event)
         gpu = (videojob.get("spec") or {}).get("model") == ModelName.WAN21.value
         changed = created or decision.delete_job or decision.status.phase in TERMINAL_PHASES

@@ -1,7 +1,12 @@
 """What a VideoJob's status should be, computed from what exists: the VideoJob, its Job, the Job's Pods.
 
 Level-based and pure (no API calls, ``now`` is an argument): whatever the operator missed, the same
-inputs give the same answer. Terminal phases are sticky; progress never goes backwards.
+inputs give the same answer. Progress never goes backwards.
+
+Phase and result come only from the Job, its Pods and the runner's termination message, never from
+what a runner may have written into the status: a terminal phase is sticky once the operator has
+recorded it in the VideoJob's ``outcome`` annotation (metadata, which the status subresource that
+runners may patch cannot change); a terminal ``status.phase`` without it is decided again.
 """
 
 from __future__ import annotations
@@ -15,26 +20,21 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from vividflow.jobspec import (
+    TERMINAL_PHASES,
     Condition,
     FailureReason,
     JobSpec,
     Phase,
+    RunnerExit,
     RunResult,
     VideoJobStatus,
+    operator_outcome,
 )
-from vividflow.operator.jobs import CONTAINER_NAME, EXIT_INVALID_INPUT, KUEUE_QUEUE_LABEL
+from vividflow.operator.jobs import CONTAINER_NAME, KUEUE_QUEUE_LABEL
 
-STUCK_WAITING_REASONS = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "ErrImageNeverPull",
-        "CreateContainerConfigError",
-    }
-)
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
+STUCK_WAITING_REASONS = IMAGE_PULL_REASONS | {"CreateContainerConfigError"}
 """Container waiting reasons that do not resolve by themselves: fail after a grace period."""
-TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed", "Cancelled"})
 _MESSAGE_CHARS = 1000
 Json = Mapping[str, Any]
 
@@ -57,6 +57,13 @@ class Decision:
     delete_job: bool = False
     requeue_after: float | None = None
     spec: JobSpec | None = field(default=None, compare=False)
+    detail: str | None = field(default=None, compare=False)
+    """For operators only (an Event): what the runner left behind, e.g. its log tail."""
+
+    @property
+    def record_outcome(self) -> bool:
+        """A terminal phase was decided: record it in the VideoJob's outcome annotation."""
+        return self.status.phase in TERMINAL_PHASES
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,32 +167,43 @@ def _latest_terminated(pods: Sequence[Json], *, succeeded: bool) -> Json | None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def failure_from(job: Json, pods: Sequence[Json], spec: JobSpec | None) -> tuple[FailureReason, str]:
-    """Why a failed Job failed: the runner's own report first, then what Kubernetes says."""
+def failure_from(
+    job: Json, pods: Sequence[Json], spec: JobSpec | None
+) -> tuple[FailureReason, str, str | None]:
+    """Why a failed Job failed: (reason, a sentence for the user, details for operators). The runner's
+    own report comes first, then what Kubernetes says; a raw log tail never reaches the user."""
     conditions = _true_conditions(job)
     condition = conditions.get("Failed") or conditions.get("FailureTarget") or {}
     if condition.get("reason") == "DeadlineExceeded":
         limit = (job.get("spec") or {}).get("activeDeadlineSeconds") or (spec and spec.deadline_seconds)
-        return FailureReason.TIMEOUT, f"The job did not finish within its deadline of {limit} seconds."
+        return FailureReason.TIMEOUT, f"The job did not finish within its deadline of {limit} seconds.", None
     terminated = _latest_terminated(pods, succeeded=False)
     if terminated:
         if terminated.get("reason") == "OOMKilled":
-            return FailureReason.OUT_OF_MEMORY, "The runner ran out of memory (OOMKilled)."
+            return FailureReason.OUT_OF_MEMORY, "The runner ran out of memory (OOMKilled).", None
         result = parse_result(terminated.get("message"))
         if result is not None and not result.ok:
-            return result.reason or FailureReason.INTERNAL, result.error_message or "The runner failed."
+            reason = result.reason or FailureReason.INTERNAL
+            return reason, result.error_message or "The runner failed.", None
         code = terminated.get("exitCode")
-        text = _tail(str(terminated.get("message") or ""))
-        if code == EXIT_INVALID_INPUT:
-            return FailureReason.INVALID_INPUT, text or "The runner rejected the job's input."
-        detail = f": {text}" if text else ""
-        return FailureReason.WORKER_CRASHED, f"The runner exited with code {code}{detail}"
-    message = condition.get("message") or f"The runner Job failed ({condition.get('reason', 'unknown')})."
-    return FailureReason.WORKER_CRASHED, message
+        detail = _tail(str(terminated.get("message") or "")) or None
+        if code == RunnerExit.INVALID_INPUT:
+            return FailureReason.INVALID_INPUT, "The runner could not use the job's input.", detail
+        message = f"The runner stopped unexpectedly (exit code {code}). Please submit the job again."
+        return FailureReason.WORKER_CRASHED, message, detail
+    detail = condition.get("message") or f"The runner Job failed ({condition.get('reason', 'unknown')})."
+    return FailureReason.WORKER_CRASHED, "The runner failed. Please submit the job again.", detail
 
 
-def _stuck(pods: Sequence[Json], now: datetime, grace: float) -> tuple[str | None, float | None]:
-    """(failure message, seconds until a stuck Pod's grace ends): a Pod that cannot start at all."""
+@dataclass(frozen=True)
+class _Stuck:
+    reason: FailureReason
+    message: str
+    detail: str
+
+
+def _stuck(pods: Sequence[Json], now: datetime, grace: float) -> tuple[_Stuck | None, float | None]:
+    """(the failure, seconds until a stuck Pod's grace ends): a Pod that cannot start at all."""
     wait: float | None = None
     for pod in pods:
         waiting = _state(pod, "waiting")
@@ -195,10 +213,24 @@ def _stuck(pods: Sequence[Json], now: datetime, grace: float) -> tuple[str | Non
         left = grace - (now - created).total_seconds()
         if left <= 0:
             image = runner_status(pod).get("image") or "the runner image"
-            detail = waiting.get("message") or waiting["reason"]
-            return f"The runner container cannot start ({waiting['reason']}, image {image}): {detail}", None
+            detail = f"{waiting['reason']} (image {image}): {waiting.get('message') or waiting['reason']}"
+            if waiting["reason"] in IMAGE_PULL_REASONS:
+                message = "The job could not start: the runner image could not be pulled."
+                return _Stuck(FailureReason.IMAGE_PULL_FAILED, message, detail), None
+            message = "The job could not start: the runner's configuration is incomplete."
+            return _Stuck(FailureReason.INTERNAL, message, detail), None
         wait = left if wait is None else min(wait, left)
     return None, wait
+
+
+def _pod_waiting(pods: Sequence[Json]) -> tuple[str, str] | None:
+    """(reason, message) of a runner container that waits to start (e.g. ImagePullBackOff)."""
+    for pod in pods:
+        waiting = _state(pod, "waiting")
+        reason = waiting.get("reason")
+        if reason and reason != "ContainerCreating":
+            return str(reason), str(waiting.get("message") or reason)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,6 +286,9 @@ class _Outcome:
     result: RunResult | None = None
     reason: FailureReason | None = None
     message: str | None = None
+    """For the user (the status' errorMessage)."""
+    detail: str | None = None
+    """For operators (the Finished condition and an Event), never for the user."""
     has_job: bool = True
 
 
@@ -302,7 +337,7 @@ def _build(
                 "Finished",
                 terminal,
                 finished_reason if terminal else outcome.phase,
-                outcome.message or "" if terminal else "",
+                " ".join(filter(None, (outcome.message, outcome.detail))) if terminal else "",
                 now,
                 generation,
             ),
@@ -323,35 +358,44 @@ def _observe(
         finished = parse_time((job.get("status") or {}).get("completionTime")) or parse_time(
             (terminated or {}).get("finishedAt")
         )
-        if result is not None and result.ok:
+        if result is not None and result.ok and result.output_uri == spec.output_uri:
             return (
                 _Outcome("Completed", start_time=start, completion_time=finished, result=result),
                 False,
                 None,
             )
         message = "The runner finished without reporting a result."
-        return (
-            _Outcome(
-                "Failed",
-                start_time=start,
-                completion_time=finished,
-                reason=FailureReason.INTERNAL,
-                message=message,
-            ),
-            False,
-            None,
+        detail = None
+        if result is not None and result.ok:
+            detail = f"The runner reported output {result.output_uri}, not the job's {spec.output_uri}."
+        outcome = _Outcome(
+            "Failed",
+            start_time=start,
+            completion_time=finished,
+            reason=FailureReason.INTERNAL,
+            message=message,
+            detail=detail,
         )
+        return outcome, False, None
     if "Failed" in conditions or "FailureTarget" in conditions:
-        reason, message = failure_from(job, pods, spec)
+        reason, message, detail = failure_from(job, pods, spec)
         condition = conditions.get("Failed") or conditions["FailureTarget"]
         finished = parse_time(condition.get("lastTransitionTime"))
         outcome = _Outcome(
-            "Failed", start_time=start, completion_time=finished, reason=reason, message=message
+            "Failed",
+            start_time=start,
+            completion_time=finished,
+            reason=reason,
+            message=message,
+            detail=detail,
         )
         return outcome, False, None
     stuck, wait = _stuck(pods, now, grace)
     if stuck:
-        return _Outcome("Failed", start_time=start, reason=FailureReason.INTERNAL, message=stuck), True, None
+        outcome = _Outcome(
+            "Failed", start_time=start, reason=stuck.reason, message=stuck.message, detail=stuck.detail
+        )
+        return outcome, True, None
     if old.phase == "Processing" or _has_started(pods):
         return _Outcome("Processing", start_time=start), False, wait
     if (job.get("spec") or {}).get("suspend"):
@@ -364,11 +408,8 @@ def _observe(
         else:
             why = ("WaitingForCapacity", "waiting for a free GPU slot")
         return _Outcome("Queued", waiting_reason=why[0], waiting_message=why[1]), False, wait
-    return (
-        _Outcome("Queued", waiting_reason="PodPending", waiting_message="waiting for the runner Pod"),
-        False,
-        wait,
-    )
+    waiting = _pod_waiting(pods) or ("PodPending", "waiting for the runner Pod")
+    return _Outcome("Queued", waiting_reason=waiting[0], waiting_message=waiting[1]), False, wait
 
 
 def decide(
@@ -388,11 +429,13 @@ def decide(
     """
     old = current_status(videojob)
     metadata = videojob.get("metadata") or {}
-    if old.phase in TERMINAL_PHASES:
+    recorded = operator_outcome(videojob)
+    if recorded is not None:  # decided before: the phase is the recorded one, whatever status says
         running_job = (
             job is not None and not job_finished(job) and not job["metadata"].get("deletionTimestamp")
         )
-        return Decision(status=old, delete_job=old.phase == "Cancelled" and running_job)
+        status = old if old.phase == recorded else old.model_copy(update={"phase": recorded})
+        return Decision(status=status, delete_job=recorded == "Cancelled" and running_job)
     try:
         spec = JobSpec.model_validate(videojob.get("spec") or {})
     except ValidationError as error:
@@ -424,7 +467,7 @@ def decide(
     mine = [pod for pod in pods if owned_by(pod, uid)]
     outcome, delete, requeue = _observe(spec, old, job, mine, now, image_pull_grace)
     status = _build(videojob, old, outcome, now, duration_step)
-    return Decision(status, delete_job=delete, requeue_after=requeue, spec=spec)
+    return Decision(status, delete_job=delete, requeue_after=requeue, spec=spec, detail=outcome.detail)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,20 +490,29 @@ def status_patch(videojob: Json, new: VideoJobStatus) -> dict[str, Any] | None:
     return {"status": changes} if changes else None
 
 
-def _waiting(status: VideoJobStatus) -> Condition | None:
-    """The Started condition if it says the Job is held back (GPU limit, Kueue)."""
-    started = next((c for c in status.conditions if c.type == "Started"), None)
-    return (
-        started if started and started.status == "False" and started.reason.startswith("WaitingFor") else None
-    )
+def _started_condition(status: VideoJobStatus) -> Condition | None:
+    return next((c for c in status.conditions if c.type == "Started"), None)
 
 
-def transition_events(old: VideoJobStatus, new: VideoJobStatus) -> list[Event]:
-    """The Events for what changed: held back for capacity or admission, a phase entered."""
+def _held(status: VideoJobStatus) -> Condition | None:
+    """The Started condition if it says the Job is held back (GPU limit, Kueue) or cannot start."""
+    started = _started_condition(status)
+    if started is None or started.status != "False":
+        return None
+    held = started.reason.startswith("WaitingFor") or started.reason in STUCK_WAITING_REASONS
+    return started if held else None
+
+
+def transition_events(old: VideoJobStatus, new: VideoJobStatus, detail: str | None = None) -> list[Event]:
+    """The Events for what changed: held back for capacity or admission, an image that does not pull,
+    a phase entered (a failure with its ``detail`` for operators)."""
     events: list[Event] = []
-    waiting = _waiting(new)
-    if waiting is not None and waiting.reason != getattr(_waiting(old), "reason", None):
-        events.append(Event("Normal", waiting.reason, f"The job is {waiting.message}."))
+    held = _held(new)
+    if held is not None and held.reason != getattr(_held(old), "reason", None):
+        if held.reason in STUCK_WAITING_REASONS:
+            events.append(Event("Warning", held.reason, f"The runner cannot start yet: {held.message}"))
+        else:
+            events.append(Event("Normal", held.reason, f"The job is {held.message}."))
     if old.phase == new.phase:
         return events
     if new.phase == "Processing":
@@ -470,7 +522,8 @@ def transition_events(old: VideoJobStatus, new: VideoJobStatus) -> list[Event]:
         events.append(Event("Normal", "Completed", message))
     elif new.phase == "Failed":
         reason = new.reason.value if new.reason else "unknown"
-        events.append(Event("Warning", "Failed", f"{reason}: {new.error_message or ''}".strip()))
+        text = " ".join(filter(None, (new.error_message, detail)))
+        events.append(Event("Warning", "Failed", f"{reason}: {text}".strip()))
     elif new.phase == "Cancelled":
         events.append(Event("Normal", "Cancelled", new.error_message or "The job was cancelled."))
     return events

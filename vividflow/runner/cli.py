@@ -1,6 +1,7 @@
 """Run one job from a spec file or JSON; print and record the result for whoever started us.
 
-Exit codes: 0 success, 2 invalid input (not worth a retry), 1 any other failure. A spec that
+Exit codes (``jobspec.RunnerExit``): 0 success, 2 invalid input, 3 model load failed, 4 out of memory
+(none of them worth a retry: a Job's podFailurePolicy fails at once), 1 any other failure. A spec that
 cannot be read or is not a valid JobSpec is invalid input: one line on stderr, exit 2.
 """
 
@@ -13,12 +14,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from vividflow.jobspec import FailureReason, JobSpec, RunResult
+from vividflow.jobspec import FailureReason, JobSpec, RunnerExit, RunResult
 from vividflow.runner.core import Runner
 from vividflow.runner.progress import progress_reporter
 from vividflow.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID_INPUT = 0, 1, 2
 TERMINATION_LOG_BYTES = 4096
 """Kubernetes keeps at most this much of a termination message."""
 _SPEC_ERROR_CHARS = 1000
@@ -29,9 +29,7 @@ class InvalidSpec(ValueError):
 
 
 def exit_code(result: RunResult) -> int:
-    if result.ok:
-        return EXIT_OK
-    return EXIT_INVALID_INPUT if result.reason is FailureReason.INVALID_INPUT else EXIT_FAILED
+    return RunnerExit.OK if result.ok else RunnerExit.for_reason(result.reason)
 
 
 def termination_message(result: RunResult) -> str:

@@ -138,7 +138,12 @@ class Runner:
             self._fetch_back(spec.output_uri, local)
         if local is None:
             raise UpstreamError("The model returned no video.")
-        self._check_mp4(local)
+        try:
+            self._check_mp4(local)
+        except UpstreamError:
+            if output.written_to_output_uri:  # never leave a broken video where a result is expected
+                self._discard_output(spec.output_uri)
+            raise
         if not output.written_to_output_uri:
             try:
                 locations.write_output(local, spec.output_uri, self.settings)
@@ -184,6 +189,15 @@ class Runner:
             local.write_bytes(gcs.download_bytes(location, MAX_VIDEO_BYTES))
         except StorageError as error:
             raise UpstreamError(f"The generated video could not be read back: {error.message}") from error
+
+    def _discard_output(self, output_uri: str) -> None:
+        location = gcs.parse_gcs_url(output_uri)
+        if location is None:
+            return
+        try:
+            gcs.delete(location)
+        except StorageError as error:
+            log.warning("could not remove the invalid video at %s: %s", output_uri, error.message)
 
     @staticmethod
     def _check_mp4(path: Path) -> None:

@@ -23,12 +23,11 @@ from urllib.parse import quote
 import httpx
 import yaml
 
-from vividflow.jobspec import GROUP, PLURAL, VERSION
+from vividflow.jobspec import GROUP, PLURAL, TERMINAL_PHASES, VERSION
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TERMINAL_PHASES = frozenset({"Completed", "Failed", "Cancelled"})
 MERGE_PATCH = "application/merge-patch+json"
 
 

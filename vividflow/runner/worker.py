@@ -2,17 +2,32 @@
 
 Messages to the worker: a JobSpec as JSON, or ``None`` to stop. Messages back:
 ``("progress", percent)`` and ``("result", RunResult JSON)``.
+
+A worker never outlives its server: on Linux the kernel kills it when the server's thread that
+started it goes (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread exits the moment the worker
+is re-parented (the server died, even by ``kill -9``). Without a server nobody would record its
+result, and a job taken back by another server must not run twice.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import resource
+import signal
+import sys
+import threading
 from multiprocessing.connection import Connection
 
 from vividflow.jobspec import JobSpec
 from vividflow.runner.core import Runner
 from vividflow.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+PARENT_CHECK_SECONDS = 0.5
+EXIT_ORPHANED = 3
 
 
 def limit_memory(megabytes: int | None) -> None:
@@ -22,7 +37,24 @@ def limit_memory(megabytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def serve(conn: Connection, settings: Settings) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as ``parent_pid`` is no longer this process's parent."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(EXIT_ORPHANED)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            threading.Event().wait(PARENT_CHECK_SECONDS)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     limit_memory(settings.worker_memory_limit_mb)
     runner = Runner(settings)

@@ -6,6 +6,7 @@ the client then runs with anonymous credentials, as the emulator needs no others
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -141,6 +142,19 @@ def download_bytes(loc: GcsLocation, max_bytes: int, timeout: float = DEFAULT_TI
     if len(data) > max_bytes:
         raise InputTooLarge.of(max_bytes, len(data))
     return data
+
+
+def object_size(loc: GcsLocation, timeout: float = DEFAULT_TIMEOUT) -> int | None:
+    """The object's size in bytes, or None if there is no such object."""
+    with _translated(loc, "read"):
+        meta = storage_client().bucket(loc.bucket).get_blob(loc.name, timeout=timeout)
+    return None if meta is None else int(meta.size or 0)
+
+
+def delete(loc: GcsLocation, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Remove the object (gone already is fine)."""
+    with _translated(loc, "write"), contextlib.suppress(api_exceptions.NotFound):
+        storage_client().bucket(loc.bucket).blob(loc.name).delete(timeout=timeout)
 
 
 def upload_file(path: Path, loc: GcsLocation, content_type: str, timeout: float = DEFAULT_TIMEOUT) -> None:

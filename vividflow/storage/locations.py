@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from vividflow.settings import Settings
@@ -79,6 +79,34 @@ def result_url_for(output_uri: str, settings: Settings) -> str:
         raise StorageError("the output is not inside the results directory")
     relative = quote(path.relative_to(results).as_posix())
     return f"{settings.public_url.rstrip('/')}/files/results/{relative}"
+
+
+def is_result_url_of(url: str, output_uri: str, settings: Settings) -> bool:
+    """Whether ``url`` downloads exactly the object at ``output_uri`` (a signed URL's query aside): a
+    result URL that points anywhere else is not the job's."""
+    location = gcs.parse_gcs_url(output_uri)
+    if location is not None:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        unsigned = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return parts.scheme == "https" and gcs.parse_gcs_url(unsigned) == location
+    try:
+        return url == result_url_for(output_uri, settings)
+    except StorageError:
+        return False
+
+
+def output_exists(output_uri: str, settings: Settings) -> bool:
+    """Whether a non-empty result is at ``output_uri`` (results are written whole: a local file is
+    renamed into place, a GCS object appears complete)."""
+    if (location := gcs.parse_gcs_url(output_uri)) is not None:
+        return bool(gcs.object_size(location))
+    if not _is_local(output_uri):
+        return False
+    path = _local_path(output_uri)
+    return path.is_file() and path.stat().st_size > 0
 
 
 def store_input(data: bytes, job_id: str, mime_type: str, settings: Settings) -> str:

@@ -4,11 +4,16 @@ The database stays the API's record (history, usage and credits are DB queries a
 VideoJob cleanup); the cluster is told about jobs and reports back. Two threads:
 
 - the mirror (:mod:`videojob_mirror`): lists and watches VideoJobs and applies each one's whole
-  status to its job (:func:`jobs.apply_videojob_status`: conditional, never backwards);
+  status to its job (:func:`jobs.apply_videojob_status`: conditional, never backwards). A terminal
+  phase counts only when the operator recorded it (``jobspec.operator_outcome``: runners can write
+  status, never that annotation), and a result URL only when it is the job's own output. A VideoJob
+  deleted before its job ended settles the job at once from the best evidence: its video in the
+  bucket (completed), else nothing (cancelled, refunded: deleting a VideoJob cancels it).
 - the reconciler: at start, every ``resync_seconds`` and soon after a failed request, compares
-  the DB's active jobs with the VideoJobs: creates the missing ones (the API may have died, or the
-  Kubernetes API been down, between the DB commit and the create), applies every status again,
-  re-sends cancels that did not arrive, and fails processing jobs whose VideoJob is gone.
+  the DB's active jobs with the VideoJobs: creates the missing ones of jobs never dispatched (the API
+  may have died, or the Kubernetes API been down, between the DB commit and the create), settles the
+  jobs whose VideoJob was deleted, applies every status again, and re-sends cancels that did not
+  arrive.
 
 Creating a VideoJob is idempotent (deterministic name; AlreadyExists is success), so the request
 path, the reconciler and a second API replica may all try.
@@ -30,21 +35,24 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vividflow.apiserver.backends.videojob_mirror import VideoJobMirror
-from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import (
     GROUP,
     LABEL_JOB_ID,
     PLURAL,
+    TERMINAL_PHASES,
     VERSION,
     FailureReason,
     JobStatus,
     VideoJobStatus,
+    operator_outcome,
     videojob_manifest,
     videojob_name,
 )
 from vividflow.settings import Settings
+from vividflow.storage import locations
+from vividflow.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,7 @@ REQUEST_TIMEOUT = (3.0, 10.0)
 server (the job is safe in the DB; the reconciler creates its VideoJob later)."""
 DEFAULT_PARALLELISM = 8
 """Jobs expected to run at once when no GPU concurrency limit is set (wait estimates only)."""
-REFUSED_MESSAGE = "The cluster refused the job:"
-VANISHED_MESSAGE = "The job's VideoJob was deleted before the job finished. Please submit it again."
+REFUSED_MESSAGE = "The cluster could not accept the job. Please try again later or contact support."
 _STATUS_KEYS = frozenset(field.alias or name for name, field in VideoJobStatus.model_fields.items())
 
 
@@ -141,7 +148,6 @@ class KubernetesBackend:
         )
         self._stopping = threading.Event()
         self._retry_soon = False
-        self._missing_processing: set[str] = set()
         self._reconciler: threading.Thread | None = None
         self.reconciles = 0
 
@@ -196,6 +202,7 @@ class KubernetesBackend:
             )
         except ApiException as error:
             if error.status == 409:
+                self._dispatched(job_id)
                 return True
             if error.status in (400, 422):  # the spec itself is refused: retrying cannot help
                 self._refused(job_id, _message(error))
@@ -207,20 +214,24 @@ class KubernetesBackend:
         except Exception as error:
             log.warning("creating VideoJob of job %s failed: %s", job_id, error)
             return False
+        self._dispatched(job_id)
         log.info("created VideoJob %s", videojob_name(job_id))
         return True
+
+    def _dispatched(self, job_id: str) -> None:
+        with self.session_factory.begin() as session:
+            jobs.mark_dispatched(session, job_id)
 
     def _refused(self, job_id: str, message: str) -> None:
         log.error("the API server refused the VideoJob of job %s: %s", job_id, message)
         with self.session_factory.begin() as session:
-            jobs.transition(
+            jobs.finish(
                 session,
                 job_id,
                 JobStatus.FAILED,
-                [JobStatus.QUEUED],
-                error_message=f"{REFUSED_MESSAGE} {message}",
-                failure_reason=FailureReason.INTERNAL.value,
-                completed_at=utcnow(),
+                reason=FailureReason.INTERNAL,
+                message=REFUSED_MESSAGE,
+                from_=[JobStatus.QUEUED],
             )
 
     def _request_cancel(self, job_id: str) -> bool:
@@ -249,12 +260,60 @@ class KubernetesBackend:
 
     # -- status -> database -----------------------------------------------------------------------
 
-    def _mirror(self, obj: dict[str, Any]) -> None:
+    def _mirror(self, obj: dict[str, Any], deleted: bool = False) -> None:
         job_id, status = _job_id(obj), parse_status(obj.get("status"))
-        if job_id is None or status is None:
+        if job_id is None:
+            return
+        if status is not None and status.phase in TERMINAL_PHASES and operator_outcome(obj) != status.phase:
+            log.warning("VideoJob %s: ignoring a %s status the operator did not record", job_id, status.phase)
+            status = None
+        if status is not None:
+            with self.session_factory.begin() as session:
+                result_url: str | None = None
+                if status.phase == "Completed":
+                    job = jobs.get_job(session, job_id)
+                    if job is not None and not JobStatus(job.status).is_terminal:
+                        result_url = self._result_url(job, status)
+                if status.phase != "Completed" or result_url is not None:
+                    jobs.apply_videojob_status(session, job_id, status, result_url=result_url)
+        if deleted:
+            self._settle_vanished(job_id)
+
+    def _result_url(self, job: Job, status: VideoJobStatus) -> str | None:
+        """The completed job's result URL: the reported one if it is the job's own output, else the
+        URL of that output (None if it cannot be made: the completion is not applied)."""
+        reported = status.result_url
+        if reported and locations.is_result_url_of(reported, job.output_uri, self.settings):
+            return reported
+        log.warning("VideoJob of job %s reported a result URL that is not its output: ignored", job.id)
+        try:
+            return locations.result_url_for(job.output_uri, self.settings)
+        except StorageError as error:
+            log.error("job %s: no result URL for its output: %s", job.id, error.message)
+            return None
+
+    def _settle_vanished(self, job_id: str) -> None:
+        """The job's VideoJob is gone while the job is active: completed if its video is in the
+        bucket, else cancelled (with a refund)."""
+        with self.session_factory() as session:
+            job = jobs.get_job(session, job_id)
+            if job is None or JobStatus(job.status).is_terminal:
+                return
+            output_uri = job.output_uri
+        try:
+            done = locations.output_exists(output_uri, self.settings)
+            result_url = locations.result_url_for(output_uri, self.settings) if done else None
+        except StorageError as error:
+            log.warning("job %s: cannot look for its output yet: %s", job_id, error.message)
+            self._retry_later()
             return
         with self.session_factory.begin() as session:
-            jobs.apply_videojob_status(session, job_id, status)
+            if jobs.settle_vanished(session, job_id, done, result_url):
+                log.warning(
+                    "job %s: its VideoJob was deleted; %s",
+                    job_id,
+                    "its video exists" if done else "cancelled",
+                )
 
     # -- reconciling ------------------------------------------------------------------------------
 
@@ -287,7 +346,7 @@ class KubernetesBackend:
         for obj in by_job.values():
             self._mirror(obj)
         self._resend_cancels(by_job)
-        self._settle_missing({job_id: s for job_id, s in active.items() if job_id not in by_job})
+        self._settle_missing({job_id: a for job_id, a in active.items() if job_id not in by_job})
         self.reconciles += 1
 
     def _resend_cancels(self, by_job: dict[str, Any]) -> None:
@@ -306,25 +365,11 @@ class KubernetesBackend:
             if not self._request_cancel(job_id):
                 self._retry_soon = True
 
-    def _settle_missing(self, missing: dict[str, JobStatus]) -> None:
-        """Active jobs without a VideoJob. The DB was read before the list, so a queued one was
-        never created (create it); a processing one had its VideoJob deleted. That is failed only
-        when seen twice in a row, so a VideoJob deleted right after finishing (whose last status
-        the mirror applies from the DELETED event) is not failed by a race."""
-        for job_id, status in missing.items():
-            if status is JobStatus.QUEUED and not self._create(job_id):
+    def _settle_missing(self, missing: dict[str, tuple[JobStatus, bool]]) -> None:
+        """Active jobs without a VideoJob. The DB was read before the list, so one never dispatched
+        needs its VideoJob (create it); one dispatched had its VideoJob deleted (settle it)."""
+        for job_id, (status, dispatched) in missing.items():
+            if dispatched:
+                self._settle_vanished(job_id)
+            elif status is JobStatus.QUEUED and not self._create(job_id):
                 self._retry_soon = True
-        processing = {job_id for job_id, status in missing.items() if status is JobStatus.PROCESSING}
-        for job_id in processing & self._missing_processing:
-            with self.session_factory.begin() as session:
-                jobs.transition(
-                    session,
-                    job_id,
-                    JobStatus.FAILED,
-                    [JobStatus.PROCESSING],
-                    error_message=VANISHED_MESSAGE,
-                    failure_reason=FailureReason.INTERRUPTED.value,
-                    completed_at=utcnow(),
-                )
-            log.warning("job %s failed: its VideoJob is gone", job_id)
-        self._missing_processing = processing - self._missing_processing

@@ -1,9 +1,16 @@
 """The embedded executor: queued jobs run in submission order on ``VIVID_WORKERS`` worker
 processes, each a warm runner isolated from the API process.
 
-The queue is the jobs table itself (claimed atomically), so a restart loses nothing: queued jobs
-simply run, and jobs that were processing when the server died are failed with a clear message
-(their worker and its partial output are gone; re-running them silently could bill twice).
+The queue is the jobs table itself (claimed atomically), so several servers may share one database
+(replicas, a rolling restart): each executor has an identity and holds a *lease* on every job it
+runs, renewed every third of ``lease_seconds`` while the job runs. Only a job whose lease has expired
+(its executor died without a word) is taken back, by whichever server notices first: queued again
+while it has attempts left (``job_max_attempts``), else failed ``interrupted`` and refunded. A server
+that stops cleanly hands its running jobs back the same way at once. An executor that lost a job's
+lease can no longer write its progress or result.
+
+A worker process dies with its server, however the server dies (a parent-death signal and a watch
+on the parent), so a job never runs twice at once.
 """
 
 from __future__ import annotations
@@ -11,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import secrets
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -26,7 +36,9 @@ from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_MESSAGE = "The server restarted while this job was processing. Please submit it again."
+INTERRUPTED_MESSAGE = (
+    "The server running this job stopped, and the job had no attempts left. Please submit it again."
+)
 IDLE_POLL_SECONDS = 1.0
 """Also picks up jobs queued by other processes (e.g. a second API process on the same DB)."""
 
@@ -42,6 +54,11 @@ def _crash_result(exitcode: int | None) -> RunResult:
     )
 
 
+def executor_identity() -> str:
+    """Unique per executor, and readable in the jobs table: host, process id and a random tag."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class _WorkerSlot(threading.Thread):
     """Feeds one worker process, one job at a time, and respawns it if it dies."""
 
@@ -53,21 +70,32 @@ class _WorkerSlot(threading.Thread):
 
     def run(self) -> None:
         backend = self._backend
+        settings = backend.settings
         while not backend.stopping.is_set():
+            # A live worker first, then the claim: a job is never processing without one.
+            self._ensure_process()
             with backend.session_factory.begin() as session:
-                job = jobs.claim_next_queued(session)
-                spec = jobs.job_spec(job, backend.settings.job_deadline_seconds) if job else None
+                job = jobs.claim_next_queued(session, backend.identity, settings.lease_seconds)
+                spec = jobs.job_spec(job, settings.job_deadline_seconds) if job else None
             if spec is None:
                 backend.wait_for_work()
                 continue
             log.info("job %s started (%s)", spec.job_id, spec.model)
             result = self._execute(spec)
             with backend.session_factory.begin() as session:
-                jobs.record_result(session, spec.job_id, result)
-            log.info("job %s finished: %s", spec.job_id, "completed" if result.ok else result.reason)
+                if result is None:  # the server is stopping: hand the job back
+                    jobs.release(
+                        session, spec.job_id, backend.identity, settings.job_max_attempts, INTERRUPTED_MESSAGE
+                    )
+                    log.info("job %s handed back: the server is stopping", spec.job_id)
+                elif jobs.record_result(session, spec.job_id, result, backend.identity):
+                    log.info("job %s finished: %s", spec.job_id, "completed" if result.ok else result.reason)
+                else:
+                    log.warning("job %s: result discarded, this executor no longer holds it", spec.job_id)
         self._shutdown_process()
 
-    def _execute(self, spec: JobSpec) -> RunResult:
+    def _execute(self, spec: JobSpec) -> RunResult | None:
+        """The job's result; None if the server began stopping first (the worker is killed)."""
         conn, process = self._ensure_process()
         conn.send(spec.model_dump_json())
         deadline = time.monotonic() + spec.deadline_seconds
@@ -82,13 +110,13 @@ class _WorkerSlot(threading.Thread):
                 if kind == "result":
                     return RunResult.model_validate_json(payload)
                 with self._backend.session_factory.begin() as session:
-                    jobs.record_progress(session, spec.job_id, int(payload))
+                    jobs.record_progress(session, spec.job_id, int(payload), self._backend.identity)
                 continue
             if not process.is_alive():
                 return self._lost(process)
             if self._backend.stopping.is_set():
                 self._kill()
-                return RunResult.failure(FailureReason.INTERRUPTED, INTERRUPTED_MESSAGE)
+                return None
             if time.monotonic() > deadline:
                 self._kill()
                 return RunResult.failure(
@@ -102,7 +130,7 @@ class _WorkerSlot(threading.Thread):
             parent, child = context.Pipe()
             process = context.Process(
                 target=worker.serve,
-                args=(child, self._backend.settings),
+                args=(child, self._backend.settings, os.getpid()),
                 name=f"{self.name}-worker",
                 daemon=True,
             )
@@ -139,19 +167,22 @@ class LocalBackend:
         self.settings = settings
         self.session_factory = session_factory
         self.parallelism = settings.workers
+        self.identity = executor_identity()
         self.stopping = threading.Event()
         self._work = threading.Condition()
         self._slots: list[_WorkerSlot] = []
+        self._keeper: threading.Thread | None = None
+        self.lease_rounds = 0
+        """Rounds of the lease keeper so far (renew own leases, recover expired ones): for tests."""
 
     def start(self) -> None:
-        with self.session_factory.begin() as session:
-            interrupted = jobs.fail_processing(session, INTERRUPTED_MESSAGE, FailureReason.INTERRUPTED.value)
-        if interrupted:
-            log.warning("%d job(s) were processing when the server stopped; marked failed", interrupted)
         self.stopping.clear()
+        self.keep_leases()
         self._slots = [_WorkerSlot(index, self) for index in range(self.settings.workers)]
         for slot in self._slots:
             slot.start()
+        self._keeper = threading.Thread(target=self._keep_leases_loop, name="vividflow-leases", daemon=True)
+        self._keeper.start()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -160,6 +191,32 @@ class LocalBackend:
         for slot in self._slots:
             slot.join(timeout=15)
         self._slots = []
+        if self._keeper is not None:
+            self._keeper.join(timeout=10)
+            self._keeper = None
+
+    def keep_leases(self) -> None:
+        """Renew the leases of this executor's jobs; take back jobs whose lease expired."""
+        with self.session_factory.begin() as session:
+            jobs.renew_leases(session, self.identity, self.settings.lease_seconds)
+            requeued, failed = jobs.recover_expired(
+                session, self.settings.job_max_attempts, INTERRUPTED_MESSAGE
+            )
+        if requeued or failed:
+            log.warning(
+                "took back %d job(s) whose executor stopped: %d queued again, %d failed", requeued + failed,
+                requeued, failed,
+            )  # fmt: skip
+            self.submitted("")
+        self.lease_rounds += 1
+
+    def _keep_leases_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while not self.stopping.wait(interval):
+            try:
+                self.keep_leases()
+            except Exception:  # a database hiccup: the next round tries again, well within the lease
+                log.exception("renewing job leases failed")
 
     def wait_for_work(self) -> None:
         with self._work:
@@ -173,4 +230,5 @@ class LocalBackend:
         """Nothing to do: a cancelled job is no longer queued, so no slot will claim it."""
 
     def is_ready(self) -> bool:
-        return all(slot.is_alive() for slot in self._slots)
+        alive = self._keeper is not None and self._keeper.is_alive()
+        return alive and all(slot.is_alive() for slot in self._slots)

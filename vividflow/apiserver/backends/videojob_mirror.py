@@ -29,7 +29,8 @@ from vividflow.jobspec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
-OnObject = Callable[[dict[str, Any]], None]
+OnObject = Callable[[dict[str, Any], bool], None]
+"""Called with each VideoJob seen and whether it was just deleted."""
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_GRACE_SECONDS = 15.0
@@ -120,7 +121,7 @@ class VideoJobMirror:
         self.healthy = True
         self.lists += 1
         for item in cast(dict[str, Any], listed).get("items", []):
-            self._hand_over(item)
+            self._hand_over(item, deleted=False)
         version: str = cast(dict[str, Any], listed)["metadata"]["resourceVersion"]
         return version
 
@@ -170,13 +171,13 @@ class VideoJobMirror:
             raise ApiException(status=obj.get("code", 0), reason=f"{obj.get('reason')}: {obj.get('message')}")
         version = obj.get("metadata", {}).get("resourceVersion")
         if kind != "BOOKMARK":
-            self._hand_over(obj)
+            self._hand_over(obj, deleted=kind == "DELETED")
         if version:
             self.resource_version = version
 
-    def _hand_over(self, obj: dict[str, Any]) -> None:
+    def _hand_over(self, obj: dict[str, Any], *, deleted: bool) -> None:
         try:
-            self._on_object(obj)
+            self._on_object(obj, deleted)
         except Exception:
             # A bad object or a database hiccup must not stop the mirror; the next event or
             # relist of this object hands it over again.

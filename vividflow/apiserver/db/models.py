@@ -86,6 +86,14 @@ class Job(Base):
     credit_day: Mapped[date] = mapped_column(Date)
     """The UTC day whose credit this job spent (refunded if it is cancelled)."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    """Embedded mode: the executor running the job (see services.jobs: leases)."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Until when the running job's executor is known to be alive; it renews the lease while it runs."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many times an executor has started the job."""
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Cluster mode: when the job's VideoJob was created (a missing VideoJob after that was deleted)."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(default=None)

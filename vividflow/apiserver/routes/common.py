@@ -11,10 +11,12 @@ _DESCRIPTIONS = {
     401: "Missing, unknown or revoked API key.",
     403: "The job or key belongs to another user.",
     404: "No job or key with this id.",
-    409: "The job is not in a state that allows this.",
-    413: "The input image is larger than the configured limit.",
+    408: "The request body did not arrive in time.",
+    409: "The request conflicts with the current state (a job that is no longer queued, too many keys).",
+    413: "The request body or the input image is larger than allowed.",
     415: "The body is not multipart/form-data, urlencoded or JSON.",
-    429: "Rate limit or daily credits exhausted; see `retry_after` and the Retry-After header.",
+    429: "Rate limit, daily credits or concurrent image downloads exhausted; see `retry_after` and the "
+    "Retry-After header.",
 }
 
 

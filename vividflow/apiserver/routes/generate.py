@@ -11,13 +11,13 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from vividflow.apiserver.deps import PrincipalDep, StateDep
-from vividflow.apiserver.generate_input import read_generate_input
+from vividflow.apiserver.generate_input import MAX_PROMPT_LENGTH, read_generate_input
 from vividflow.apiserver.inputs import check_input
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import GenerateAccepted, JobStatusBody
 from vividflow.apiserver.services import jobs, submit
 from vividflow.apiserver.state import AppState
-from vividflow.jobspec import VeoParams, WanParams
+from vividflow.jobspec import DEFAULT_MODEL, PARAMS_BY_MODEL, WAN_FRAME_COUNTS, JobStatus, ModelName
 
 router = APIRouter(tags=["jobs"])
 
@@ -25,43 +25,69 @@ _WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)", re.IGNORECASE)
 WAIT_POLL_SECONDS = 0.25
 
 
-def _request_schema(binary_image: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "prompt": {"type": "string", "description": "What should happen in the video."},
-        "model": {
+def _parameter_schemas(model: ModelName) -> dict[str, Any]:
+    """The model's parameters as the JSON Schema of the request fields (from jobspec)."""
+    schema = PARAMS_BY_MODEL[model].model_json_schema(by_alias=False)
+    properties: dict[str, Any] = {}
+    for name, field in schema["properties"].items():
+        field = {k: v for k, v in field.items() if k not in ("title", "x-kubernetes-validations")}
+        if name == "length":
+            field["enum"] = list(WAN_FRAME_COUNTS)  # (length - 1) % 4 == 0, which JSON Schema cannot say
+        properties[name] = field
+    return properties
+
+
+def _request_schema(*, multipart: bool) -> dict[str, Any]:
+    """One ``oneOf`` branch per model, each closed to other fields, so that a body valid against the
+    schema is one the server accepts (apart from what only fetching the image can tell)."""
+    common: dict[str, Any] = {
+        "prompt": {
             "type": "string",
-            "enum": ["wan2.1", "veo3.1"],
-            "default": "wan2.1",
-            "description": "Which model generates the video.",
+            "minLength": 1,
+            "maxLength": MAX_PROMPT_LENGTH,
+            "pattern": r"\S",
+            "description": "What should happen in the video.",
         },
         "image_url": {
             "type": "string",
-            "description": "gs://bucket/object, https://storage.googleapis.com/"
-            "bucket/object or another https URL. Give this or image.",
+            "pattern": "^(gs|https)://",
+            "description": "gs://bucket/object, https://storage.googleapis.com/bucket/object or another "
+            "https URL." + (" Give this or image." if multipart else ""),
         },
     }
-    if binary_image:
-        properties["image"] = {
+    if multipart:
+        common["image"] = {
             "type": "string",
             "format": "binary",
             "description": "PNG, JPEG or WebP upload. Give this or image_url.",
         }
-    for params, model in ((WanParams, "wan2.1"), (VeoParams, "veo3.1")):
-        schema = params.model_json_schema(by_alias=False)
-        for name, field in schema["properties"].items():
-            field = {k: v for k, v in field.items() if k != "title"}
-            field["description"] = f"({model} only) {field.get('description', '')}".strip()
-            properties[name] = field
-    return {"type": "object", "required": ["prompt"], "properties": properties}
+    branches = []
+    for model in ModelName:
+        model_field: dict[str, Any] = {"type": "string", "enum": [model.value], "description": "The model."}
+        if model is DEFAULT_MODEL:
+            model_field["default"] = model.value
+        branch: dict[str, Any] = {
+            "title": model.value,
+            "type": "object",
+            "properties": {**common, "model": model_field, **_parameter_schemas(model)},
+            "required": ["prompt"] if model is DEFAULT_MODEL else ["prompt", "model"],
+            "additionalProperties": False,
+        }
+        if multipart:
+            branch["oneOf"] = [{"required": ["image"]}, {"required": ["image_url"]}]
+        else:
+            branch["required"].append("image_url")
+        branches.append(branch)
+    return {"oneOf": branches}
 
 
 GENERATE_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": _request_schema(binary_image=True)},
-            "application/x-www-form-urlencoded": {"schema": _request_schema(binary_image=False)},
-            "application/json": {"schema": _request_schema(binary_image=False)},
+            "multipart/form-data": {"schema": _request_schema(multipart=True)},
+            "application/x-www-form-urlencoded": {"schema": _request_schema(multipart=False)},
+            "application/json": {"schema": _request_schema(multipart=False)},
         },
     },
     "parameters": [
@@ -90,7 +116,7 @@ def parse_prefer_wait(prefer: str | None, cap: float) -> float:
     openapi_extra=GENERATE_OPENAPI,
     responses={
         200: {"model": JobStatusBody, "description": "With `Prefer: wait=N`: the job ended in time."},
-        **error_responses(400, 413, 415),
+        **error_responses(400, 408, 413, 415),
     },
 )
 async def generate(
@@ -99,9 +125,9 @@ async def generate(
     principal: PrincipalDep,
     prefer: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
-    wanted = await read_generate_input(request)
-    checked = await check_input(wanted.upload, wanted.image_url, state.settings)
-    accepted = await state.run_db(submit.submit, state, principal, wanted, checked)
+    wanted = await read_generate_input(request, state.settings)
+    checked = await check_input(wanted.upload, wanted.image_url, state, principal.user_id)
+    accepted = await submit.submit(state, principal, wanted, checked)
     wait = parse_prefer_wait(prefer, state.settings.prefer_wait_max_seconds)
     if wait > 0:
         final = await _wait_for_end(state, accepted.job_id, wait)
@@ -126,6 +152,6 @@ async def _wait_for_end(state: AppState, job_id: str, seconds: float) -> JobStat
 def _terminal_status(state: AppState, job_id: str) -> JobStatusBody | None:
     with state.session_factory() as session:
         job = jobs.get_job(session, job_id)
-        if job is None or job.status not in ("completed", "failed", "cancelled"):
+        if job is None or not JobStatus(job.status).is_terminal:
             return None
         return JobStatusBody.of(job)

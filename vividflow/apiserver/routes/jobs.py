@@ -14,6 +14,7 @@ from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import CancelResponse, HistoryItem, HistoryResponse, JobStatusBody
 from vividflow.apiserver.services import jobs
 from vividflow.apiserver.services.keys import Principal
+from vividflow.apiserver.state import AppState
 
 router = APIRouter(tags=["jobs"])
 
@@ -51,17 +52,24 @@ async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONR
     summary="Cancel a queued job",
     responses=error_responses(403, 404, 409),
 )
-def cancel(job_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> CancelResponse:
-    job = owned_job(session, principal, job_id)
-    cancelled = jobs.cancel_queued(session, job)
-    session.commit()
-    if not cancelled:
-        session.refresh(job)
-        raise ApiError(
-            409, "Job cannot be cancelled", [f"The job is {job.status}; only queued jobs can be cancelled."]
-        )
-    state.backend.cancelled(job.id)
-    return CancelResponse(job_id=job.id)
+async def cancel(job_id: str, principal: PrincipalDep, state: StateDep) -> CancelResponse:
+    await state.run_db(_cancel_queued, state, principal, job_id)
+    await state.run_io(state.backend.cancelled, job_id)  # in cluster mode, a request to Kubernetes
+    return CancelResponse(job_id=job_id)
+
+
+def _cancel_queued(state: AppState, principal: Principal, job_id: str) -> None:
+    with state.session_factory() as session:
+        job = owned_job(session, principal, job_id)
+        cancelled = jobs.cancel_queued(session, job)
+        session.commit()
+        if not cancelled:
+            session.refresh(job)
+            raise ApiError(
+                409,
+                "Job cannot be cancelled",
+                [f"The job is {job.status}; only queued jobs can be cancelled."],
+            )
 
 
 @router.get(

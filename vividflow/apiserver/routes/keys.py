@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from vividflow.apiserver.db.models import ApiKey, User
-from vividflow.apiserver.deps import PrincipalDep, SessionDep, StateDep
-from vividflow.apiserver.errors import forbidden, not_found
+from vividflow.apiserver.deps import PrincipalDep, SessionDep, SettingsDep, StateDep
+from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import KeyCreated, KeyCreateRequest, KeyInfo, KeyList, KeyRevoked
 from vividflow.apiserver.services import keys
@@ -25,14 +25,26 @@ def list_keys(session: SessionDep, principal: PrincipalDep) -> KeyList:
     response_model=KeyCreated,
     status_code=201,
     summary="Create an API key",
-    responses=error_responses(400),
+    responses=error_responses(400, 409),
 )
 def create_key(
-    session: SessionDep, principal: PrincipalDep, body: KeyCreateRequest | None = None
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    body: KeyCreateRequest | None = None,
 ) -> KeyCreated:
-    created = keys.create_key(
-        session, session.get_one(User, principal.user_id), (body or KeyCreateRequest()).name
-    )
+    user = session.get_one(User, principal.user_id)
+    try:
+        created = keys.create_key(
+            session, user, (body or KeyCreateRequest()).name, max_keys=settings.max_keys_per_user
+        )
+    except keys.TooManyKeys as error:
+        session.rollback()
+        raise ApiError(
+            409,
+            "Too many API keys",
+            [f"You have {error.limit} active API keys, the most allowed; revoke one to create another."],
+        ) from None
     session.commit()
     return KeyCreated(**KeyInfo.of(created.key).model_dump(), key=created.secret)
 

@@ -5,7 +5,7 @@ without ever moving a job backwards."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Row, Select, and_, bindparam, case, func, or_, select, update
@@ -23,6 +23,7 @@ from vividflow.jobspec import (
     ModelName,
     RunResult,
     VideoJobStatus,
+    refunds_credit,
 )
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
@@ -84,30 +85,83 @@ def job_spec(job: Job, deadline_seconds: int) -> JobSpec:
 
 
 def transition(
-    session: Session, job_id: str, to: JobStatus, from_: Iterable[JobStatus], **values: Any
+    session: Session,
+    job_id: str,
+    to: JobStatus,
+    from_: Iterable[JobStatus],
+    *,
+    owner: str | None = None,
+    **values: Any,
 ) -> bool:
-    """Move a job to ``to`` only if it is in one of ``from_``; True if it moved."""
+    """Move a job to ``to`` only if it is in one of ``from_`` (and, with ``owner``, only if that executor
+    holds its lease); True if it moved."""
+    conditions = [Job.id == job_id, Job.status.in_([status.value for status in from_])]
+    if owner is not None:
+        conditions.append(Job.lease_owner == owner)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_([status.value for status in from_]))
+        .where(*conditions)
         .values(status=to.value, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def cancel_queued(session: Session, job: Job) -> bool:
-    """Cancel a queued job and refund its credit; False if it is no longer queued."""
-    if not transition(
-        session, job.id, JobStatus.CANCELLED, [JobStatus.QUEUED], cancel_requested=True, completed_at=utcnow()
-    ):
+def finish(
+    session: Session,
+    job_id: str,
+    to: JobStatus,
+    *,
+    reason: FailureReason | None = None,
+    message: str | None = None,
+    owner: str | None = None,
+    from_: Iterable[JobStatus] = ACTIVE,
+    **values: Any,
+) -> bool:
+    """The one way a job ends: an active job (in ``from_``) becomes ``to`` (completed, failed or
+    cancelled), its lease is dropped, and, in the same transaction, a cancelled job or a failure that
+    was no fault of its input gets its credit back (``jobspec.refunds_credit``). True if it ended now
+    (a job ends once)."""
+    assert to.is_terminal
+    conditions = [Job.id == job_id, Job.status.in_([status.value for status in from_])]
+    if owner is not None:
+        conditions.append(Job.lease_owner == owner)
+    now = utcnow()
+    if to is not JobStatus.COMPLETED:
+        reason = reason or (FailureReason.CANCELLED if to is JobStatus.CANCELLED else FailureReason.INTERNAL)
+        values.update(error_message=message, failure_reason=reason.value)
+    if to is JobStatus.CANCELLED:
+        values["cancel_requested"] = True
+    values.setdefault("completed_at", now)
+    ended = session.execute(
+        update(Job)
+        .where(*conditions)
+        .values(status=to.value, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+        .returning(Job.user_id, Job.credit_day, Job.started_at)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if ended is None:
         return False
-    credits.refund(session, job.user_id, job.credit_day)
+    if refunds_credit(to, reason, started=ended.started_at is not None):
+        credits.refund(session, ended.user_id, ended.credit_day)
     return True
 
 
-def claim_next_queued(session: Session, models: Iterable[ModelName] | None = None) -> Job | None:
-    """Take the oldest queued job (of ``models``) and mark it processing; None if there is none."""
+def cancel_queued(session: Session, job: Job) -> bool:
+    """Cancel a queued job (its credit is refunded); False if it is no longer queued."""
+    return finish(session, job.id, JobStatus.CANCELLED, from_=[JobStatus.QUEUED])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embedded executors: claims and leases
+# ---------------------------------------------------------------------------------------------------
+
+
+def claim_next_queued(
+    session: Session, owner: str, lease_seconds: float, models: Iterable[ModelName] | None = None
+) -> Job | None:
+    """Take the oldest queued job (of ``models``) for executor ``owner``: processing, with a lease
+    until ``lease_seconds`` from now; None if there is none."""
     while True:
         query = select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.seq).limit(1)
         if models is not None:
@@ -116,23 +170,89 @@ def claim_next_queued(session: Session, models: Iterable[ModelName] | None = Non
         if job_id is None:
             return None
         now = utcnow()
-        if transition(session, job_id, JobStatus.PROCESSING, [JobStatus.QUEUED], started_at=now, progress=0):
+        claimed = transition(
+            session,
+            job_id,
+            JobStatus.PROCESSING,
+            [JobStatus.QUEUED],
+            started_at=now,
+            progress=0,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+        )
+        if claimed:
             return get_job(session, job_id)
 
 
-def record_progress(session: Session, job_id: str, progress: int) -> bool:
-    """Raise a processing job's progress (never lowers it); True if it rose."""
+def renew_leases(session: Session, owner: str, lease_seconds: float) -> int:
+    """Extend the leases of every job ``owner`` runs; how many it holds."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.progress < progress)
+        .where(Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _lost(session: Session, condition: Any, max_attempts: int, message: str) -> tuple[int, int]:
+    """Jobs matching ``condition`` whose executor is gone: queued again while they have attempts left
+    (keeping their place: the queue orders by submission), else failed ``interrupted`` (refunded).
+    (requeued, failed)."""
+    requeued = session.execute(
+        update(Job)
+        .where(condition, Job.attempts < max_attempts)
+        .values(
+            status=JobStatus.QUEUED.value,
+            progress=0,
+            started_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    failed = 0
+    for job_id in list(session.scalars(select(Job.id).where(condition))):
+        failed += finish(session, job_id, JobStatus.FAILED, reason=FailureReason.INTERRUPTED, message=message)
+    return int(requeued), failed
+
+
+def recover_expired(session: Session, max_attempts: int, message: str) -> tuple[int, int]:
+    """Processing jobs whose lease has expired (their executor died without a word), on any server;
+    see :func:`_lost`. A job without a lease (from before leases existed) counts as expired."""
+    expired = and_(
+        Job.status == JobStatus.PROCESSING.value,
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
+    )
+    return _lost(session, expired, max_attempts, message)
+
+
+def release(session: Session, job_id: str, owner: str, max_attempts: int, message: str) -> tuple[int, int]:
+    """``owner`` stops running ``job_id`` before it ended (the server is stopping); see :func:`_lost`."""
+    mine = and_(Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner)
+    return _lost(session, mine, max_attempts, message)
+
+
+def record_progress(session: Session, job_id: str, progress: int, owner: str | None = None) -> bool:
+    """Raise a processing job's progress (never lowers it; with ``owner``, only under its lease); True
+    if it rose."""
+    conditions = [Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.progress < progress]
+    if owner is not None:
+        conditions.append(Job.lease_owner == owner)
+    result = session.execute(
+        update(Job)
+        .where(*conditions)
         .values(progress=progress, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_result(session: Session, job_id: str, result: RunResult) -> bool:
-    """Store a runner's result on a processing job (a terminal state wins: first result counts)."""
+def record_result(session: Session, job_id: str, result: RunResult, owner: str) -> bool:
+    """Store a runner's result on the job ``owner`` runs (only while it holds the lease: a result from
+    an executor that lost the job is discarded); True if the job ended now."""
     job = get_job(session, job_id)
     if job is None:
         return False
@@ -140,29 +260,32 @@ def record_result(session: Session, job_id: str, result: RunResult) -> bool:
     run_seconds = (now - job.started_at).total_seconds() if job.started_at else None
     metrics = result.metrics.model_dump(mode="json") if result.metrics else None
     if result.ok:
-        return transition(
+        return finish(
             session,
             job_id,
             JobStatus.COMPLETED,
-            ACTIVE,
+            owner=owner,
             progress=100,
             result_url=result.result_url,
             metrics=metrics,
             run_seconds=run_seconds,
-            completed_at=now,
         )
-    target = JobStatus.CANCELLED if result.reason == "cancelled" else JobStatus.FAILED
-    return transition(
+    to = JobStatus.CANCELLED if result.reason is FailureReason.CANCELLED else JobStatus.FAILED
+    return finish(
         session,
         job_id,
-        target,
-        ACTIVE,
-        error_message=result.error_message,
-        failure_reason=result.reason.value if result.reason else None,
+        to,
+        owner=owner,
+        reason=result.reason,
+        message=result.error_message,
         metrics=metrics,
         run_seconds=run_seconds,
-        completed_at=now,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cluster mode: the VideoJob mirror
+# ---------------------------------------------------------------------------------------------------
 
 
 def _naive_utc(moment: datetime | None) -> datetime | None:
@@ -171,10 +294,23 @@ def _naive_utc(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def apply_videojob_status(session: Session, job_id: str, status: VideoJobStatus) -> bool:
+def mark_dispatched(session: Session, job_id: str) -> None:
+    """The job's VideoJob exists now (from here on, its absence means it was deleted)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.dispatched_at.is_(None))
+        .values(dispatched_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def apply_videojob_status(
+    session: Session, job_id: str, status: VideoJobStatus, *, result_url: str | None = None
+) -> bool:
     """Mirror a VideoJob's whole status onto its job (level-based: applying it twice, late or out
     of order never moves a job backwards, lowers progress or changes a terminal job); True if the
-    row changed."""
+    row changed. The caller vouches for a terminal phase (the operator recorded it) and passes the
+    ``result_url`` to keep (checked to be the job's own output)."""
     target = status.status
     if target is JobStatus.QUEUED:
         return False
@@ -201,36 +337,30 @@ def apply_videojob_status(session: Session, job_id: str, status: VideoJobStatus)
         "metrics": status.metrics.model_dump(mode="json") if status.metrics else None,
     }
     if target is JobStatus.COMPLETED:
-        values.update(progress=100, result_url=status.result_url)
-    else:
-        default = FailureReason.CANCELLED if target is JobStatus.CANCELLED else FailureReason.INTERNAL
-        values.update(error_message=status.error_message, failure_reason=(status.reason or default).value)
-        if target is JobStatus.CANCELLED:
-            values["cancel_requested"] = True
-    return transition(session, job_id, target, ACTIVE, **values)
+        return finish(session, job_id, target, progress=100, result_url=result_url, **values)
+    return finish(session, job_id, target, reason=status.reason, message=status.error_message, **values)
 
 
-def active_job_ids(session: Session) -> dict[str, JobStatus]:
-    """Every queued or processing job: id -> status."""
-    query = select(Job.id, Job.status).where(Job.status.in_([status.value for status in ACTIVE]))
-    return {job_id: JobStatus(status) for job_id, status in session.execute(query)}
+def settle_vanished(session: Session, job_id: str, output_exists: bool, result_url: str | None) -> bool:
+    """An active job whose VideoJob was deleted: completed if its video is in place (the VideoJob
+    finished, then went before we saw it), else cancelled (deleting a VideoJob cancels it; refunded)."""
+    if output_exists and result_url is not None:
+        return finish(session, job_id, JobStatus.COMPLETED, progress=100, result_url=result_url)
+    return finish(session, job_id, JobStatus.CANCELLED, message=VIDEOJOB_DELETED_MESSAGE)
 
 
-def fail_processing(session: Session, message: str, reason: str) -> int:
-    """After a restart: jobs that were processing cannot be resumed; fail them clearly."""
-    result = session.execute(
-        update(Job)
-        .where(Job.status == JobStatus.PROCESSING.value)
-        .values(
-            status=JobStatus.FAILED.value,
-            error_message=message,
-            failure_reason=reason,
-            updated_at=utcnow(),
-            completed_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
+VIDEOJOB_DELETED_MESSAGE = "The job was cancelled: its VideoJob was deleted."
+
+
+def active_job_ids(session: Session) -> dict[str, tuple[JobStatus, bool]]:
+    """Every queued or processing job: id -> (status, whether its VideoJob was created)."""
+    query = select(Job.id, Job.status, Job.dispatched_at).where(
+        Job.status.in_([status.value for status in ACTIVE])
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return {
+        job_id: (JobStatus(status), dispatched is not None)
+        for job_id, status, dispatched in session.execute(query)
+    }
 
 
 def _status_query() -> Select[Any]:

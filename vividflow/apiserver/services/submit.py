@@ -35,10 +35,27 @@ def credits_exhausted(limit: int) -> ApiError:
     )
 
 
-def submit(state: AppState, principal: Principal, request: GenerateInput, checked: CheckedInput) -> Accepted:
-    settings = state.settings
+async def submit(
+    state: AppState, principal: Principal, request: GenerateInput, checked: CheckedInput
+) -> Accepted:
+    """Keep the input (I/O pool), then record the job and spend its credit in one transaction (DB
+    pool), then tell the backend (I/O pool: in cluster mode it creates the VideoJob)."""
     job_id = str(uuid.uuid4())
-    input_uri = keep_input(checked, job_id, settings)
+    input_uri = await state.run_io(keep_input, checked, job_id, state.settings)
+    accepted = await state.run_db(_record, state, principal, request, checked, job_id, input_uri)
+    await state.run_io(state.backend.submitted, job_id)
+    return accepted
+
+
+def _record(
+    state: AppState,
+    principal: Principal,
+    request: GenerateInput,
+    checked: CheckedInput,
+    job_id: str,
+    input_uri: str,
+) -> Accepted:
+    settings = state.settings
     try:
         with state.session_factory.begin() as session:
             user = session.get_one(User, principal.user_id)
@@ -60,9 +77,8 @@ def submit(state: AppState, principal: Principal, request: GenerateInput, checke
             queued_ahead, processing = jobs.queue_ahead(session, job)
             recent = jobs.recent_run_seconds(session, request.model.value)
     except BaseException:
-        discard_input(input_uri, checked)
+        discard_input(input_uri, checked)  # here, not in the caller: a cancelled request may still commit
         raise
-    state.backend.submitted(job_id)
     seconds = estimates.estimated_seconds(
         request.model, queued_ahead, processing, recent, state.backend.parallelism
     )

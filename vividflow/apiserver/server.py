@@ -1,0 +1,176 @@
+"""``vividflow serve``: uvicorn with bounded connections.
+
+uvicorn bounds idle keep-alive connections and, with ``limit_concurrency``, how many connections and
+requests it takes at once (503 beyond), but not how large or how slow a request's headers may be. The
+protocol class here adds both to uvicorn's httptools protocol: the request line and headers may be at
+most ``max_header_bytes`` (431 beyond) and must arrive within ``header_timeout_seconds`` of the
+connection opening or the request starting (408, then the connection is closed). Body size and read
+time are bounded in the application (:mod:`vividflow.apiserver.body_limits`).
+
+The access log never shows a secret: values of query parameters whose names look like credentials are
+replaced by ``REDACTED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from vividflow.settings import Settings
+
+SECRET_PARAMETER = re.compile(
+    r"(key|token|secret|passw|signature|sig|auth|credential|session|code|jwt)", re.IGNORECASE
+)
+REDACTED = "REDACTED"
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that is refused."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header size limit and a header read timeout."""
+
+    max_header_bytes = 32 * 1024
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str, str] | None = None
+
+    # -- the header timer: from connect (or a request's first byte) to the end of its headers --------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        if self._header_timer is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            detail = f"The request headers did not arrive within {self.header_timeout:g} seconds."
+            self._send_refusal(408, "Request timeout", detail)
+
+    # -- the header size ------------------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.max_header_bytes:
+            detail = f"The request line and headers are larger than {self.max_header_bytes} bytes."
+            self._refusal = (431, "Request headers too large", detail)
+            raise _Refused
+
+    def send_400_response(self, msg: str) -> None:
+        """The parser stopped: for our own refusal, answer it instead of uvicorn's 400."""
+        if self._refusal is None:
+            super().send_400_response(msg)
+        else:
+            self._send_refusal(*self._refusal)
+
+    def _send_refusal(self, status: int, error: str, detail: str) -> None:
+        self._disarm()
+        body = json.dumps({"error": error, "details": [detail]}).encode()
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class with the limits of ``settings``."""
+    return type(
+        "VividFlowHttpProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"max_header_bytes": settings.max_header_bytes, "header_timeout": settings.header_timeout_seconds},
+    )
+
+
+def redact_query(path: str) -> str:
+    """``path`` with the values of credential-like query parameters replaced."""
+    base, separator, query = path.partition("?")
+    if not separator:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    cleaned = [(name, REDACTED if SECRET_PARAMETER.search(name) else value) for name, value in pairs]
+    return f"{base}?{urlencode(cleaned, safe='/:,')}"
+
+
+class RedactQuerySecrets(logging.Filter):
+    """On uvicorn's access log records (``client, method, path?query, version, status``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], redact_query(args[2]), *args[3:])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging setup with the access log's handler redacting query secrets."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact-query-secrets"] = {"()": RedactQuerySecrets}
+    config["handlers"]["access"].setdefault("filters", []).append("redact-query-secrets")
+    return config
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    from vividflow.apiserver.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=log_config(),
+        http=guarded_protocol(settings),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
