@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
-from tests.api.conftest import app_state, create_api_key
+from tests.api.conftest import MakeSettings, app_state, create_api_key
+from vividflow.apiserver.app import create_app
 from vividflow.apiserver.db.models import ApiKey
 
 PROTECTED = [
@@ -54,3 +55,42 @@ def test_health_probes_need_no_key(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": True, "rate_limit_storage": True, "backend": True}
+
+
+def test_failed_authentications_are_limited_per_client_address(make_settings: MakeSettings) -> None:
+    """Past the limit, every key from that address is refused (a right guess included) until the
+    window frees; other addresses are not affected."""
+    app = create_app(make_settings(auth_failure_limits="5/day", auth_cache_seconds=0))
+    with TestClient(app, client=("203.0.113.7", 50000)) as attacker:
+        valid = {"X-API-Key": create_api_key(attacker, "alice@example.com")}
+        for n in range(5):
+            assert attacker.get("/api/v1/usage", headers={"X-API-Key": f"vf_guess{n}"}).status_code == 401
+        for headers in ({"X-API-Key": "vf_guess6"}, valid):
+            refused = attacker.get("/api/v1/usage", headers=headers)
+            assert refused.status_code == 429
+            body = refused.json()
+            assert body["error"] == "Too many failed authentications" and body["retry_after"] > 0
+            assert refused.headers["Retry-After"] == str(body["retry_after"])
+        with TestClient(app, client=("198.51.100.2", 50000)) as someone_else:
+            assert someone_else.get("/api/v1/usage", headers=valid).status_code == 200
+
+
+def test_last_used_is_recorded_without_a_write_per_request(make_settings: MakeSettings) -> None:
+    with TestClient(create_app(make_settings(auth_cache_seconds=0))) as client:
+        headers = {"X-API-Key": create_api_key(client, "alice@example.com")}
+        writes: list[str] = []
+
+        def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
+                writes.append(statement)
+
+        engine = app_state(client).engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            for _ in range(20):  # each looked up in the database (no auth cache here)
+                assert client.get("/api/v1/usage", headers=headers).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert len(writes) == 1
+        (key,) = client.get("/api/v1/keys", headers=headers).json()["keys"]
+        assert key["last_used_at"] is not None and len(key["last_used_at"]) == 19

@@ -219,3 +219,99 @@ def test_upload_size_limit(make_settings: MakeSettings) -> None:
         assert response.status_code == 413
         assert response.json()["error"] == "Image too large"
         assert c.get("/api/v1/history", headers=key).json()["count"] == 0
+
+
+INTEGER = "must be a whole number written with digits only (e.g. 16)"
+DECIMAL = "must be a finite decimal number (e.g. 7.5)"
+BOOLEAN = "must be true or false"
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"steps": "1_6"}, f"steps {INTEGER}"),
+        ({"steps": " 16 "}, f"steps {INTEGER}"),
+        ({"steps": "16.0"}, f"steps {INTEGER}"),
+        ({"steps": "+16"}, f"steps {INTEGER}"),
+        ({"steps": "١٦"}, f"steps {INTEGER}"),  # Arabic-Indic digits: int() would take them
+        ({"seed": "0x10"}, f"seed {INTEGER}"),
+        ({"cfg": "NaN"}, f"cfg {DECIMAL}"),
+        ({"cfg": "inf"}, f"cfg {DECIMAL}"),
+        ({"cfg": "1e400"}, f"cfg {DECIMAL}"),
+        ({"cfg": "7,5"}, f"cfg {DECIMAL}"),
+        ({"model": "veo3.1", "enhance_prompt": "yes"}, f"enhance_prompt {BOOLEAN}"),
+        ({"model": "veo3.1", "enhance_prompt": "on"}, f"enhance_prompt {BOOLEAN}"),
+        ({"model": "veo3.1", "enhance_prompt": "1"}, f"enhance_prompt {BOOLEAN}"),
+    ],
+)
+def test_form_values_follow_the_contracts_types_strictly(
+    client: TestClient, headers: dict[str, str], fields: dict[str, Any], problem: str
+) -> None:
+    response = post_form(client, headers, {"prompt": "p", **fields})
+    assert_rejected(client, headers, response, problem)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"width": True}, f"width {INTEGER}"),
+        ({"width": 32.0}, f"width {INTEGER}"),
+        ({"width": "32.0"}, f"width {INTEGER}"),
+        ({"cfg": True}, f"cfg {DECIMAL}"),
+        ({"cfg": "7.5e"}, f"cfg {DECIMAL}"),
+        ({"model": "veo3.1", "enhance_prompt": 1}, f"enhance_prompt {BOOLEAN}"),
+        ({"model": "veo3.1", "resolution": 720}, "resolution must be text"),
+        ({"prompt": 42}, "prompt is required (text)"),
+    ],
+)
+def test_json_values_follow_the_contracts_types_strictly(
+    client: TestClient, headers: dict[str, str], fields: dict[str, Any], problem: str
+) -> None:
+    body = {"prompt": "p", "image_url": "gs://bucket/in.png", **fields}
+    response = client.post("/api/v1/generate", headers=headers, json=body)
+    assert_rejected(client, headers, response, problem)
+
+
+def test_strict_values_that_are_right_are_accepted(client: TestClient, headers: dict[str, str]) -> None:
+    for fields in (
+        {"steps": "16", "seed": "0", "cfg": "7", "width": "32", "height": "48", "length": "9"},
+        {"cfg": "7.25", "seed": "4294967295"},
+        {"cfg": ".5e1"},
+        {"model": "veo3.1", "enhance_prompt": "TRUE"},
+        {"model": "veo3.1", "enhance_prompt": "False", "duration_seconds": "8"},
+    ):
+        response = post_form(client, headers, {"prompt": "p", **fields})
+        assert response.status_code == 202, (fields, response.text)
+
+
+def test_a_nan_cfg_in_json_is_refused_as_not_finite(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.post(
+        "/api/v1/generate",
+        headers={**headers, "Content-Type": "application/json"},
+        content=b'{"prompt": "p", "image_url": "gs://b/i.png", "cfg": NaN}',
+    )
+    assert_rejected(client, headers, response, f"cfg {DECIMAL}")
+
+
+def test_the_form_parsers_refusals_have_the_error_shape(client: TestClient, headers: dict[str, str]) -> None:
+    fields = {f"field{n}": "x" for n in range(101)}
+    too_many = client.post("/api/v1/generate", headers=headers, data={"prompt": "p", **fields})
+    assert too_many.status_code == 400
+    assert too_many.json() == {
+        "error": "Invalid request body",
+        "details": ["Too many fields. Maximum number of fields is 100."],
+    }
+    no_boundary = client.post(
+        "/api/v1/generate",
+        headers={**headers, "Content-Type": "multipart/form-data"},
+        content=b"--x\r\nContent-Disposition: form-data; name=prompt\r\n\r\np\r\n--x--\r\n",
+    )
+    assert no_boundary.status_code == 400
+    assert no_boundary.json()["error"] == "Invalid request body" and no_boundary.json()["details"]
+    huge_field = post_form(client, headers, {"prompt": "p", "negative_prompt": "x" * 40_000})
+    assert huge_field.status_code == 413
+    assert huge_field.json() == {
+        "error": "Request too large",
+        "details": ["A form field is larger than the limit of 16384 bytes."],
+    }
+    assert client.get("/api/v1/history", headers=headers).json()["count"] == 0

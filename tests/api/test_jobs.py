@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import app_state, create_api_key, submit
@@ -141,3 +144,95 @@ def test_status_after_terminal_never_moves_back(
         late = RunResult.failure(FailureReason.INTERNAL, "late")
         assert not jobs.record_result(session, job_id, late, EXECUTOR)
     assert client.get(f"/api/v1/status/{job_id}", headers=headers).json()["status"] == "cancelled"
+
+
+def _credits_remaining(client: TestClient, headers: dict[str, str]) -> int:
+    remaining: int = client.get("/api/v1/usage", headers=headers).json()["credits_remaining"]
+    return remaining
+
+
+@pytest.mark.parametrize(
+    ("reason", "refunded"),
+    [
+        (FailureReason.MODEL_LOAD_FAILED, True),
+        (FailureReason.INTERRUPTED, True),
+        (FailureReason.WORKER_CRASHED, True),
+        (FailureReason.INTERNAL, True),
+        (FailureReason.UPSTREAM_ERROR, True),
+        (FailureReason.IMAGE_PULL_FAILED, True),
+        (FailureReason.CANCELLED, True),
+        (FailureReason.INVALID_INPUT, False),
+        (FailureReason.OUT_OF_MEMORY, False),
+        (FailureReason.TIMEOUT, False),  # it ran: its own run time
+    ],
+)
+def test_failures_that_are_not_the_inputs_fault_are_refunded(
+    client: TestClient, headers: dict[str, str], reason: FailureReason, refunded: bool
+) -> None:
+    job_id = submit(client, headers)
+    assert _credits_remaining(client, headers) == 499
+    with app_state(client).session_factory.begin() as session:
+        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+        assert jobs.record_result(session, job_id, RunResult.failure(reason, "it failed"), EXECUTOR)
+    assert _credits_remaining(client, headers) == (500 if refunded else 499)
+    expected = "cancelled" if reason is FailureReason.CANCELLED else "failed"
+    assert client.get(f"/api/v1/status/{job_id}", headers=headers).json()["status"] == expected
+
+
+def test_a_timeout_before_the_job_ran_is_the_platforms(client: TestClient, headers: dict[str, str]) -> None:
+    job_id = submit(client, headers)
+    with app_state(client).session_factory.begin() as session:
+        assert jobs.finish(
+            session, job_id, JobStatus.FAILED, reason=FailureReason.TIMEOUT, message="no runner"
+        )
+    assert _credits_remaining(client, headers) == 500
+
+
+def test_an_executor_that_lost_its_lease_cannot_write_the_result(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    job_id = submit(client, headers)
+    factory = app_state(client).session_factory
+    with factory.begin() as session:
+        assert jobs.claim_next_queued(session, "old-executor", lease_seconds=0) is not None
+        assert jobs.recover_expired(session, max_attempts=3, message="gone") == (1, 0)
+        assert jobs.claim_next_queued(session, "new-executor", LEASE) is not None
+    late = RunResult.failure(FailureReason.INTERNAL, "too late")
+    with factory.begin() as session:
+        assert not jobs.record_progress(session, job_id, 50, "old-executor")
+        assert not jobs.record_result(session, job_id, late, "old-executor")
+        assert jobs.record_progress(session, job_id, 50, "new-executor")
+    body = client.get(f"/api/v1/status/{job_id}", headers=headers).json()
+    assert body["status"] == "processing" and body["progress"] == 50
+
+
+def test_usage_stays_consistent_while_jobs_end_concurrently(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    """Jobs failing (refunded or not) and new ones submitted at once: every credit is accounted for."""
+    ids = [submit(client, headers) for _ in range(12)]
+    factory = app_state(client).session_factory
+    with factory.begin() as session:
+        for _ in ids:
+            assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+    reasons = [FailureReason.INTERNAL, FailureReason.INVALID_INPUT] * 6
+    barrier = threading.Barrier(len(ids) + 4)
+
+    def end(job_id: str, reason: FailureReason) -> None:
+        barrier.wait()
+        with factory.begin() as session:
+            jobs.record_result(session, job_id, RunResult.failure(reason, "x"), EXECUTOR)
+
+    def submit_one(_: int) -> str:
+        barrier.wait()
+        return submit(client, headers)
+
+    with ThreadPoolExecutor(len(ids) + 4) as pool:
+        ended = [pool.submit(end, job_id, reason) for job_id, reason in zip(ids, reasons, strict=True)]
+        added = [pool.submit(submit_one, n) for n in range(4)]
+        for future in (*ended, *added):
+            future.result()
+    # 12 + 4 accepted, 6 of them refunded.
+    assert _credits_remaining(client, headers) == 500 - 16 + 6
+    usage = client.get("/api/v1/usage", headers=headers).json()
+    assert usage["failed_jobs"] == 12 and usage["queued_jobs"] == 4

@@ -51,3 +51,38 @@ def test_default_limits_are_the_contracts(client: TestClient, headers: dict[str,
     response = client.get("/api/v1/usage", headers=headers)
     assert response.headers["X-RateLimit-Limit"] == "500"
     assert response.headers["X-RateLimit-Remaining"] == "499"
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_limits_hold_per_user_across_all_their_keys(
+    make_settings: MakeSettings, storage: str, request: pytest.FixtureRequest
+) -> None:
+    """More keys buy no more requests."""
+    redis_url = request.getfixturevalue("fresh_redis_url") if storage == "redis" else None
+    with TestClient(create_app(make_settings(rate_limits="5/day", redis_url=redis_url))) as client:
+        first = {"X-API-Key": create_api_key(client, "alice@example.com")}
+        more = [{"X-API-Key": client.post("/api/v1/keys", headers=first).json()["key"]} for _ in range(2)]
+        remaining = [client.get("/api/v1/usage", headers=headers) for headers in (*more, first)]
+        assert [r.headers["X-RateLimit-Remaining"] for r in remaining] == ["2", "1", "0"]
+        for headers in (first, *more):
+            assert client.get("/api/v1/usage", headers=headers).status_code == 429
+        other = {"X-API-Key": create_api_key(client, "bob@example.com")}
+        assert client.get("/api/v1/usage", headers=other).status_code == 200
+
+
+def test_a_tighter_per_key_limit_shows_in_the_headers(make_settings: MakeSettings) -> None:
+    settings = make_settings(rate_limits="10/day", key_rate_limits="2/day")
+    with TestClient(create_app(settings)) as client:
+        first = {"X-API-Key": create_api_key(client, "alice@example.com")}
+        response = client.get("/api/v1/usage", headers=first)
+        assert (response.headers["X-RateLimit-Limit"], response.headers["X-RateLimit-Remaining"]) == (
+            "2",
+            "1",
+        )
+        assert client.get("/api/v1/usage", headers=first).status_code == 200
+        refused = client.get("/api/v1/usage", headers=first)
+        assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "2"
+        # Another key of the same user has its own 2, within the user's 10.
+        second = {"X-API-Key": create_api_key(client, "alice@example.com", "second")}
+        response = client.get("/api/v1/usage", headers=second)
+        assert response.status_code == 200 and response.headers["X-RateLimit-Remaining"] == "1"
