@@ -206,8 +206,11 @@ def test_videojob_status_flows_to_status_history_and_usage(
     assert status_of(api, headers, job_id) == body
 
 
+STARTED = "2026-01-02T03:04:05Z"
+
+
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "expected", "refunded"),
     [
         (
             {"phase": "Failed", "reason": "invalid_input", "errorMessage": "The input image is not a PNG."},
@@ -216,25 +219,39 @@ def test_videojob_status_flows_to_status_history_and_usage(
                 "failure_reason": "invalid_input",
                 "error_message": "The input image is not a PNG.",
             },
+            False,
         ),
         (
-            {"phase": "Failed", "reason": "timeout", "errorMessage": "The job did not finish within 2 s."},
+            {
+                "phase": "Failed",
+                "reason": "timeout",
+                "errorMessage": "The job did not finish within 2 s.",
+                "startTime": STARTED,
+            },
             {
                 "status": "failed",
                 "failure_reason": "timeout",
                 "error_message": "The job did not finish within 2 s.",
             },
+            False,
         ),
-        ({"phase": "Cancelled", "reason": "cancelled"}, {"status": "cancelled"}),
+        (
+            {"phase": "Failed", "reason": "image_pull_failed", "errorMessage": "The job could not start."},
+            {"status": "failed", "failure_reason": "image_pull_failed"},
+            True,
+        ),
+        # An administrator's cancel of a running job (spec.cancelRequested), as the operator reports it.
+        ({"phase": "Cancelled", "reason": "cancelled", "startTime": STARTED}, {"status": "cancelled"}, True),
     ],
-    ids=["invalid-input", "timeout", "cancelled"],
+    ids=["invalid-input", "timeout", "image-pull", "cancelled"],
 )
-def test_failures_flow_with_their_message(
+def test_failures_flow_with_their_message_and_refund(
     api: TestClient,
     kube_api: k8s.ApiClient,
     kube_namespace: str,
     status: dict[str, Any],
     expected: dict[str, str],
+    refunded: bool,
 ) -> None:
     headers = new_user(api, "fay@example.com")
     job_id = submit(api, headers)
@@ -242,6 +259,8 @@ def test_failures_flow_with_their_message(
     set_status(kube_api, kube_namespace, job_id, **status)
     body = wait_status(api, headers, job_id)
     assert {key: body.get(key) for key in expected} == expected
+    usage = api.get("/api/v1/usage", headers=headers).json()
+    assert usage["credits_remaining"] == usage["daily_limit"] - (0 if refunded else 1)
 
 
 def test_cancel_requests_it_on_the_videojob(

@@ -214,6 +214,16 @@ def events_of(api: k8s.ApiClient, namespace: str, name: str) -> list[tuple[str, 
     return [(e.type or "", e.reason or "", e.message or "") for e in ordered]
 
 
+def wait_event(api: k8s.ApiClient, namespace: str, name: str, reason: str) -> list[tuple[str, str, str]]:
+    """The VideoJob's Events once one with ``reason`` is among them (an Event follows its status write)."""
+    return wait_for(
+        f"a {reason} event on {name}",
+        lambda: (
+            (events := events_of(api, namespace, name)) and any(r == reason for _, r, _ in events) and events
+        ),
+    )
+
+
 def condition(status: Json, type_: str) -> Json:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
@@ -388,7 +398,7 @@ def test_runner_success_completes_with_result_and_metrics(
     assert condition(status, "Finished") | {"status": "True", "reason": "Completed"} == condition(
         status, "Finished"
     )
-    reasons = [reason for _, reason, _ in events_of(kube_api, kube_namespace, name)]
+    reasons = [reason for _, reason, _ in wait_event(kube_api, kube_namespace, name, "Completed")]
     assert reasons == ["Started", "Completed"]
     assert run.env["VIVID_VIDEOJOB_NAME"] == name and run.exit_code == 0
 
@@ -447,7 +457,9 @@ def test_crash_and_oom_are_reported_from_the_pod(
         "The runner stopped unexpectedly (exit code 5). Please submit the job again."
     )
     assert "RuntimeError: boom" in condition(crashed, "Finished")["message"]
-    failed = [m for kind, reason, m in events_of(kube_api, kube_namespace, crash) if reason == "Failed"]
+    failed = [
+        m for _, reason, m in wait_event(kube_api, kube_namespace, crash, "Failed") if reason == "Failed"
+    ]
     assert len(failed) == 1 and "RuntimeError: boom" in failed[0]
     oomed = wait_phase(kube_api, kube_namespace, oom, "Failed")["status"]
     assert oomed["reason"] == "out_of_memory" and "OOMKilled" in oomed["errorMessage"]
@@ -533,7 +545,8 @@ def test_cancel_deletes_job_and_pods(
     wait_for("the Job deleted", lambda: get_job(kube_plane, kube_namespace, running) is None)
     wait_for("the Pod deleted", lambda: not pods_of(kube_plane, kube_namespace, running), timeout=20)
     assert run.wait(15).killed_by == "deletion"
-    assert ("Normal", "Cancelled", "The job was cancelled.") in events_of(kube_api, kube_namespace, running)
+    cancelled = wait_event(kube_api, kube_namespace, running, "Cancelled")
+    assert ("Normal", "Cancelled", "The job was cancelled.") in cancelled
     # Cancelled is sticky: nothing brings the Job back.
     operator.resync()
     time.sleep(1)
@@ -633,7 +646,7 @@ def test_gpu_concurrency_limit_holds_jobs_suspended_in_order(
         held = wait_phase(kube_api, kube_namespace, second, "Queued")["status"]
         assert condition(held, "Started")["reason"] == "WaitingForCapacity"
         waiting = ("Normal", "WaitingForCapacity", "The job is waiting for a free GPU slot.")
-        assert events_of(kube_api, kube_namespace, second) == [waiting]
+        assert wait_event(kube_api, kube_namespace, second, "WaitingForCapacity") == [waiting]
         assert (get_job(kube_plane, kube_namespace, second) or {})["spec"]["suspend"] is True
         assert not pods_of(kube_plane, kube_namespace, second)
 
