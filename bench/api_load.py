@@ -108,14 +108,15 @@ def run_wrk(
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
     def figure(pattern: str) -> str:
-        match = re.search(pattern, output)
+        # Anchored to a line of its own: "50%" also ends columns such as "+/- Stdev 72.50%".
+        match = re.search(pattern, output, re.MULTILINE)
         if match is None:
             raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
         return match.group(1)
 
-    rps = float(figure(r"Requests/sec:\s+([\d.]+)"))
-    p50 = _ms(figure(r"50%\s+(\S+)"))
-    p99 = _ms(figure(r"99%\s+(\S+)"))
+    rps = float(figure(r"^Requests/sec:\s+([\d.]+)\s*$"))
+    p50 = _ms(figure(r"^\s*50%\s+([\d.]+[a-z]*)\s*$"))
+    p99 = _ms(figure(r"^\s*99%\s+([\d.]+[a-z]*)\s*$"))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     return LoadResult(name, rps, p50, p99, int(non_2xx.group(1)) if non_2xx else 0)
 

@@ -179,6 +179,22 @@ def test_a_trickling_body_hits_the_total_time_limit(server: ServerProcess, key: 
     assert time.monotonic() - started >= BODY_TIMEOUT
 
 
+def test_a_client_that_hangs_up_mid_body_is_no_server_error(server: ServerProcess, key: str) -> None:
+    with server.connect() as sock:
+        head = {
+            "X-API-Key": key,
+            "Content-Type": "multipart/form-data; boundary=xyz",
+            "Content-Length": "5000",
+        }
+        sock.sendall(_request_head("POST", "/api/v1/generate", head) + b"--xyz\r\nContent-Disposition: form")
+    wait_for(
+        "the server to notice",
+        lambda: "disconnected before sending its whole body" in server.log(),
+        timeout=30,
+    )
+    assert "Traceback" not in server.log() and "unhandled error" not in server.log()
+
+
 def test_huge_headers_get_431(server: ServerProcess) -> None:
     with server.connect() as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,12 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(invalid_parameters(format_validation_errors(exc)).body(), status_code=400)
 
 
+def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up before its body was complete: nobody is left to answer; not an error."""
+    log.info("%s %s: the client disconnected before sending its whole body", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
     return JSONResponse({"error": "Internal server error", "details": []}, status_code=500)
@@ -129,4 +136,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -153,10 +153,12 @@ class RedactQuerySecrets(logging.Filter):
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging setup with the access log's handler redacting query secrets."""
+    """uvicorn's logging setup, with the access log's handler redacting query secrets and Vivid Flow's
+    own loggers (jobs, leases, backends) on uvicorn's default handler."""
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact-query-secrets"] = {"()": RedactQuerySecrets}
     config["handlers"]["access"].setdefault("filters", []).append("redact-query-secrets")
+    config["loggers"]["vividflow"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
 

@@ -49,6 +49,13 @@ class AppState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io_executor, functools.partial(function, *args, **kwargs))
 
+    async def tell_backend(self, call: Callable[[str], None], job_id: str) -> None:
+        """``backend.submitted`` or ``backend.cancelled``: on the I/O pool when it goes over the network."""
+        if self.backend.network_calls:
+            await self.run_io(call, job_id)
+        else:
+            call(job_id)
+
     def close(self) -> None:
         self.db_executor.shutdown(wait=True)
         self.io_executor.shutdown(wait=False, cancel_futures=True)

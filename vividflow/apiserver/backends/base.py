@@ -10,6 +10,8 @@ class JobBackend(Protocol):
     name: str
     parallelism: int
     """How many jobs it expects to run at once (for wait estimates)."""
+    network_calls: bool
+    """Whether ``submitted`` and ``cancelled`` make network requests (then they run on the I/O pool)."""
 
     def start(self) -> None:
         """Begin running jobs (and recover what a previous process left)."""

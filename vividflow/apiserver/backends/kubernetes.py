@@ -115,6 +115,7 @@ def _job_id(obj: dict[str, Any]) -> str | None:
 
 class KubernetesBackend:
     name = "kubernetes"
+    network_calls = True
 
     def __init__(
         self,

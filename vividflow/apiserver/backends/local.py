@@ -162,6 +162,7 @@ class _WorkerSlot(threading.Thread):
 
 class LocalBackend:
     name = "local"
+    network_calls = False
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self.settings = settings

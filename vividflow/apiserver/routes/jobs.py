@@ -54,7 +54,7 @@ async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONR
 )
 async def cancel(job_id: str, principal: PrincipalDep, state: StateDep) -> CancelResponse:
     await state.run_db(_cancel_queued, state, principal, job_id)
-    await state.run_io(state.backend.cancelled, job_id)  # in cluster mode, a request to Kubernetes
+    await state.tell_backend(state.backend.cancelled, job_id)
     return CancelResponse(job_id=job_id)
 
 

@@ -43,7 +43,7 @@ async def submit(
     job_id = str(uuid.uuid4())
     input_uri = await state.run_io(keep_input, checked, job_id, state.settings)
     accepted = await state.run_db(_record, state, principal, request, checked, job_id, input_uri)
-    await state.run_io(state.backend.submitted, job_id)
+    await state.tell_backend(state.backend.submitted, job_id)
     return accepted
 
 
