@@ -79,29 +79,22 @@ class RateLimiter:
         the one that refused it)."""
         windows: list[Window] = [(item, "user", principal.user_id) for item in self.user_items]
         windows += [(item, "api-key", principal.key_id) for item in self.key_items]
-        return await self._hit(windows)
+        return await self._tightest(windows, count=True)
 
     async def auth_allowed(self, address: str) -> RateLimitState:
         """Whether ``address`` may still try a key (nothing is counted)."""
-        tightest: RateLimitState | None = None
-        for item in self.auth_failure_items:
-            allowed = await self._limiter.test(item, "auth-failure", address)
-            stats = await self._limiter.get_window_stats(item, "auth-failure", address)
-            state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
-            if not allowed:
-                return state
-            if tightest is None or state.remaining < tightest.remaining:
-                tightest = state
-        return tightest or RateLimitState(True, 0, 0, time.time())
+        windows = [(item, "auth-failure", address) for item in self.auth_failure_items]
+        return await self._tightest(windows, count=False)
 
     async def auth_failed(self, address: str) -> None:
         for item in self.auth_failure_items:
             await self._limiter.hit(item, "auth-failure", address)
 
-    async def _hit(self, windows: list[Window]) -> RateLimitState:
+    async def _tightest(self, windows: list[Window], *, count: bool) -> RateLimitState:
         tightest: RateLimitState | None = None
         for item, namespace, subject in windows:
-            allowed = await self._limiter.hit(item, namespace, subject)
+            check = self._limiter.hit if count else self._limiter.test
+            allowed = await check(item, namespace, subject)
             stats = await self._limiter.get_window_stats(item, namespace, subject)
             state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
             if not allowed:

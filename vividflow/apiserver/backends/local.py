@@ -74,6 +74,8 @@ class _WorkerSlot(threading.Thread):
         while not backend.stopping.is_set():
             # A live worker first, then the claim: a job is never processing without one.
             self._ensure_process()
+            if backend.stopping.is_set():
+                break
             with backend.session_factory.begin() as session:
                 job = jobs.claim_next_queued(session, backend.identity, settings.lease_seconds)
                 spec = jobs.job_spec(job, settings.job_deadline_seconds) if job else None
