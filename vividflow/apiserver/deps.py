@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
-from vividflow.apiserver.errors import ApiError, unauthorized
+from vividflow.apiserver.errors import ApiError, too_many_requests, unauthorized
 from vividflow.apiserver.ratelimit import RateLimitState
 from vividflow.apiserver.services.keys import Principal
 from vividflow.apiserver.state import AppState
@@ -49,13 +49,7 @@ def client_address(request: Request) -> str:
 
 
 def _too_many(error: str, detail: str, limit: RateLimitState) -> ApiError:
-    return ApiError(
-        429,
-        error,
-        [detail],
-        headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
-        extra={"retry_after": limit.retry_after},
-    )
+    return too_many_requests(error, detail, limit.retry_after, limit.headers())
 
 
 async def current_principal(

@@ -55,6 +55,19 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "Not found", [what])
 
 
+def too_many_requests(
+    error: str, detail: str, retry_after: int, headers: dict[str, str] | None = None
+) -> ApiError:
+    """429 in the contract's shape: ``retry_after`` in the body and the Retry-After header."""
+    return ApiError(
+        429,
+        error,
+        [detail],
+        headers={**(headers or {}), "Retry-After": str(retry_after)},
+        extra={"retry_after": retry_after},
+    )
+
+
 def format_validation_errors(error: ValidationError | RequestValidationError, prefix: str = "") -> list[str]:
     """``field: message`` lines; our own validators already name their field in the message."""
     lines: list[str] = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vividflow.apiserver.errors import ApiError, invalid_parameters
+from vividflow.apiserver.errors import ApiError, invalid_parameters, too_many_requests
 from vividflow.settings import Settings
 from vividflow.storage import fetch, gcs, images, locations
 from vividflow.storage.errors import InputTooLarge, StorageError
@@ -43,13 +43,8 @@ class FetchSlots:
     def take(self, user_id: str) -> Iterator[None]:
         running = self._running.get(user_id, 0)
         if running >= self.per_user:
-            raise ApiError(
-                429,
-                "Too many image downloads",
-                [f"At most {self.per_user} image_url downloads may run at once; wait for one to finish."],
-                headers={"Retry-After": "1"},
-                extra={"retry_after": 1},
-            )
+            detail = f"At most {self.per_user} image_url downloads may run at once; wait for one to finish."
+            raise too_many_requests("Too many image downloads", detail, retry_after=1)
         self._running[user_id] = running + 1
         try:
             yield
@@ -59,9 +54,6 @@ class FetchSlots:
                 self._running[user_id] = left
             else:
                 del self._running[user_id]
-
-    def running(self, user_id: str) -> int:
-        return self._running.get(user_id, 0)
 
 
 async def check_input(
@@ -86,13 +78,17 @@ async def _check_url(url: str, state: AppState) -> CheckedInput:
     settings = state.settings
     location = gcs.parse_gcs_url(url)
     if location is not None:
-        data = await state.run_io(gcs.download_bytes, location, settings.max_upload_bytes)
-        mime_type = await state.run_io(images.validate_image_bytes, data, settings.max_upload_bytes)
-        return CheckedInput(data=data, mime_type=mime_type, gcs_uri=location.uri)
+        return await state.run_io(_check_gcs_object, location, settings.max_upload_bytes)
     if url.startswith(("https://", "http://")):
         fetched = await fetch.fetch_image_url_async(url, settings)
         return CheckedInput(data=fetched.data, mime_type=fetched.mime_type, gcs_uri=None)
     raise invalid_parameters(["image_url must be a gs:// URL or an https:// URL"])
+
+
+def _check_gcs_object(location: gcs.GcsLocation, max_bytes: int) -> CheckedInput:
+    data = gcs.download_bytes(location, max_bytes)
+    mime_type = images.validate_image_bytes(data, max_bytes)
+    return CheckedInput(data=data, mime_type=mime_type, gcs_uri=location.uri)
 
 
 def keep_input(checked: CheckedInput, job_id: str, settings: Settings) -> str:

@@ -130,14 +130,13 @@ class Reconciler:
         self._cache.put_job(job)
         return job, created
 
-    def _write_status(self, videojob: Json, patch: dict[str, Any]) -> Json | None:
-        """Merge-patch the status subresource if the VideoJob is unchanged since we read it."""
+    def _patch_videojob(self, videojob: Json, body: dict[str, Any], subresource: str = "") -> Json | None:
+        """Merge-patch the VideoJob (or a subresource); the updated object, None if it is gone."""
         metadata = videojob["metadata"]
-        body = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, **patch}
         try:
             updated = self._kube.request(
                 "PATCH",
-                videojob_path(metadata["namespace"], metadata["name"], "status"),
+                videojob_path(metadata["namespace"], metadata["name"], subresource),
                 body=body,
                 content_type=MERGE_PATCH,
             )
@@ -150,24 +149,15 @@ class Reconciler:
         self._cache.put_videojob(updated)
         return updated
 
+    def _write_status(self, videojob: Json, patch: dict[str, Any]) -> Json | None:
+        """Merge-patch the status subresource if the VideoJob is unchanged since we read it."""
+        precondition = {"metadata": {"resourceVersion": videojob["metadata"]["resourceVersion"]}}
+        return self._patch_videojob(videojob, {**precondition, **patch}, "status")
+
     def _record_outcome(self, videojob: Json, phase: str) -> Json | None:
         """Record a terminal phase in the VideoJob's metadata (runners, who may patch its status,
         cannot touch it): from here on, that phase is final for the operator and the API alike."""
-        metadata = videojob["metadata"]
-        patch = {"metadata": {"annotations": {ANNOTATION_OUTCOME: phase}}}
-        try:
-            updated = self._kube.request(
-                "PATCH",
-                videojob_path(metadata["namespace"], metadata["name"]),
-                body=patch,
-                content_type=MERGE_PATCH,
-            )
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
-        self._cache.put_videojob(updated)
-        return updated
+        return self._patch_videojob(videojob, {"metadata": {"annotations": {ANNOTATION_OUTCOME: phase}}})
 
     # -- the reconcile -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from vividflow.apiserver.clock import iso, next_reset, today, utcnow
 from vividflow.apiserver.db.models import User
-from vividflow.apiserver.errors import ApiError
+from vividflow.apiserver.errors import ApiError, too_many_requests
 from vividflow.apiserver.generate_input import GenerateInput
 from vividflow.apiserver.inputs import CheckedInput, discard_input, keep_input
 from vividflow.apiserver.services import credits, estimates, jobs
@@ -26,13 +26,8 @@ class Accepted:
 def credits_exhausted(limit: int) -> ApiError:
     reset = next_reset()
     retry_after = max(1, int((reset - utcnow()).total_seconds()))
-    return ApiError(
-        429,
-        "Daily credit limit reached",
-        [f"All {limit} daily credits are used; they reset at {iso(reset)} UTC."],
-        headers={"Retry-After": str(retry_after)},
-        extra={"retry_after": retry_after},
-    )
+    detail = f"All {limit} daily credits are used; they reset at {iso(reset)} UTC."
+    return too_many_requests("Daily credit limit reached", detail, retry_after)
 
 
 async def submit(
