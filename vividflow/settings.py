@@ -68,6 +68,39 @@ class Settings(BaseSettings):
     prefer_wait_max_seconds: float = Field(60.0, ge=0, description="Cap of the `Prefer: wait=N` header.")
     job_deadline_seconds: int = Field(3600, ge=1, description="Run-time limit of one job.")
 
+    # --- job events: status streams, webhooks, cancel, retention ------------------------------
+    max_streams_per_user: int = Field(
+        20, ge=1, description="Status streams (`/status/{id}/events`) one user may hold open per API process."
+    )
+    stream_heartbeat_seconds: float = Field(15.0, gt=0, description="Comment heartbeat of status streams.")
+    event_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often streams look for changes made elsewhere when no notification "
+        "channel (PostgreSQL LISTEN/NOTIFY, Redis pub/sub) carries them (SQLite).",
+    )
+    webhook_timeout_seconds: float = Field(15.0, gt=0, description="Time a webhook receiver has to answer.")
+    webhook_retry_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
+        description="Delays before each retry of a failed webhook delivery; then it is given up.",
+    )
+    webhook_secret_overlap_seconds: float = Field(
+        24 * 3600.0, ge=0, description="How long the previous webhook secret keeps signing after a rotation."
+    )
+    cancel_grace_seconds: float = Field(
+        10.0, gt=0, description="How long a cancelled running job may take to stop before it is killed."
+    )
+    result_retention_days: float = Field(
+        30, ge=0, description="Inputs and results of jobs older than this are deleted (0: kept forever)."
+    )
+    retention_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often the server deletes expired inputs and results."
+    )
+
+    # --- the client commands (`vividflow generate/status/cancel/history`) ----------------------
+    api_url: str = Field("http://127.0.0.1:8000", description="The server the client commands talk to.")
+    api_key: SecretStr | None = Field(None, description="The API key of the client commands.")
+
     # --- connections (`vividflow serve`) -----------------------------------------------------
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Request line plus headers, in bytes.")
     header_timeout_seconds: float = Field(10.0, gt=0, description="Time to send the request headers.")
@@ -86,7 +119,7 @@ class Settings(BaseSettings):
         description="Proxies trusted for X-Forwarded-For/-Proto (the client address of limits and logs).",
     )
 
-    # --- fetching image URLs -----------------------------------------------------------------
+    # --- fetching user-supplied URLs (image URLs and webhook targets) -------------------------
     fetch_timeout_seconds: float = Field(15.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0)
     fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(
@@ -176,6 +209,7 @@ class Settings(BaseSettings):
         "auth_failure_limits",
         "fetch_allow_hosts",
         "forwarded_allow_ips",
+        "webhook_retry_seconds",
         mode="before",
     )
     @classmethod

@@ -17,12 +17,17 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        datetime: DateTime(),
+    }
 
 
 class User(Base):
@@ -36,6 +41,11 @@ class User(Base):
     credits_day: Mapped[date | None] = mapped_column(Date, default=None)
     credits_used: Mapped[int] = mapped_column(Integer, default=0)
     """Credits spent on ``credits_day`` (UTC); counted atomically, see services.credits."""
+    webhook_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    """``whsec_…``: signs the user's webhook deliveries (made on first use)."""
+    webhook_previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(default=None)
+    """The previous secret keeps signing for a while after a rotation (see services.webhooks)."""
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 
@@ -94,7 +104,67 @@ class Job(Base):
     """How many times an executor has started the job."""
     dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
     """Cluster mode: when the job's VideoJob was created (a missing VideoJob after that was deleted)."""
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The sequence number of the job's latest event (services.events); raised by every change."""
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    """Which events are delivered to ``webhook_url``: start, progress, completed (any end)."""
+    result_expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When retention deleted the job's input and result."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class JobEvent(Base):
+    """One change of a job, with its status body as ``GET /status`` gave it then: what the status
+    stream replays (``Last-Event-ID``) and the webhook outbox is filled from."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    """1, 2, … per job, in the order of the changes (the stream's event id)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """queued, start, progress or the terminal status."""
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: one row per event to deliver, written in the transaction of the change;
+    delivered by whichever server claims it (a lease, like jobs)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_job", "job_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(80), unique=True)
+    """``webhook-id``: the same on every retry of this event."""
+    event: Mapped[str] = mapped_column(String(16))
+    """start, progress or completed."""
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    """The exact JSON body sent (and signed) on every attempt."""
+    state: Mapped[str] = mapped_column(String(16))
+    """pending, delivered, failed (given up) or disabled (the receiver answered 410)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

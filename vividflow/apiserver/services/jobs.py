@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.db.models import Job
-from vividflow.apiserver.services import credits
+from vividflow.apiserver.services import credits, events
 from vividflow.apiserver.services.keys import Principal
 from vividflow.jobspec import (
     FailureReason,
@@ -40,6 +40,8 @@ def insert_job(
     input_uri: str,
     output_uri: str,
     credit_day: date,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> Job:
     now = utcnow()
     job = Job(
@@ -55,11 +57,16 @@ def insert_job(
         progress=0,
         credit_day=credit_day,
         cancel_requested=False,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
+        event_seq=1,
         created_at=now,
         updated_at=now,
     )
     session.add(job)
     session.flush()
+    row = session.execute(select(*Job.__table__.c).where(Job.id == job_id)).one()
+    events.record(session, row, events.Kind.QUEUED)
     return job
 
 
@@ -94,17 +101,27 @@ def transition(
     **values: Any,
 ) -> bool:
     """Move a job to ``to`` only if it is in one of ``from_`` (and, with ``owner``, only if that executor
-    holds its lease); True if it moved."""
+    holds its lease), recording the event; True if it moved."""
     conditions = [Job.id == job_id, Job.status.in_([status.value for status in from_])]
     if owner is not None:
         conditions.append(Job.lease_owner == owner)
-    result = session.execute(
+    row = _change(session, and_(*conditions), status=to.value, updated_at=utcnow(), **values)
+    if row is None:
+        return False
+    events.record(session, row, events.Kind.START if to is JobStatus.PROCESSING else to.value)
+    return True
+
+
+def _change(session: Session, condition: Any, **values: Any) -> Row[Any] | None:
+    """One conditional UPDATE of one job that raises its event sequence; the row after it (None if
+    the condition did not hold)."""
+    return session.execute(
         update(Job)
-        .where(*conditions)
-        .values(status=to.value, updated_at=utcnow(), **values)
+        .where(condition)
+        .values(event_seq=Job.event_seq + 1, **values)
+        .returning(*Job.__table__.c)
         .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    ).one_or_none()
 
 
 def finish(
@@ -133,17 +150,20 @@ def finish(
     if to is JobStatus.CANCELLED:
         values["cancel_requested"] = True
     values.setdefault("completed_at", now)
-    ended = session.execute(
-        update(Job)
-        .where(*conditions)
-        .values(status=to.value, updated_at=now, lease_owner=None, lease_expires_at=None, **values)
-        .returning(Job.user_id, Job.credit_day, Job.started_at)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    ended = _change(
+        session,
+        and_(*conditions),
+        status=to.value,
+        updated_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+        **values,
+    )
     if ended is None:
         return False
     if refunds_credit(to, reason, started=ended.started_at is not None):
         credits.refund(session, ended.user_id, ended.credit_day)
+    events.record(session, ended, to.value)
     return True
 
 
@@ -200,7 +220,7 @@ def _lost(session: Session, condition: Any, max_attempts: int, message: str) -> 
     """Jobs matching ``condition`` whose executor is gone: queued again while they have attempts left
     (keeping their place: the queue orders by submission), else failed ``interrupted`` (refunded).
     (requeued, failed)."""
-    requeued = session.execute(
+    requeued_rows = session.execute(
         update(Job)
         .where(condition, Job.attempts < max_attempts)
         .values(
@@ -210,9 +230,14 @@ def _lost(session: Session, condition: Any, max_attempts: int, message: str) -> 
             lease_owner=None,
             lease_expires_at=None,
             updated_at=utcnow(),
+            event_seq=Job.event_seq + 1,
         )
+        .returning(*Job.__table__.c)
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    ).all()
+    for row in requeued_rows:
+        events.record(session, row, events.Kind.QUEUED)
+    requeued = len(requeued_rows)
     failed = 0
     for job_id in list(session.scalars(select(Job.id).where(condition))):
         failed += finish(session, job_id, JobStatus.FAILED, reason=FailureReason.INTERRUPTED, message=message)
@@ -241,13 +266,11 @@ def record_progress(session: Session, job_id: str, progress: int, owner: str | N
     conditions = [Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.progress < progress]
     if owner is not None:
         conditions.append(Job.lease_owner == owner)
-    result = session.execute(
-        update(Job)
-        .where(*conditions)
-        .values(progress=progress, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    row = _change(session, and_(*conditions), progress=progress, updated_at=utcnow())
+    if row is None:
+        return False
+    events.record(session, row, events.Kind.PROGRESS)
+    return True
 
 
 def record_result(session: Session, job_id: str, result: RunResult, owner: str) -> bool:
