@@ -90,6 +90,50 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
+@app.command()
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the jobs and files that would go; delete nothing.")
+    ] = False,
+    days: Annotated[
+        float | None,
+        typer.Option(min=0, help="Retention in days instead of VIVID_RESULT_RETENTION_DAYS (0 keeps all)."),
+    ] = None,
+) -> None:
+    """Delete the inputs and results of jobs that ended longer ago than the retention (as the server
+    does every VIVID_RETENTION_INTERVAL_SECONDS); the jobs themselves stay."""
+    from vividflow.apiserver.clock import iso
+    from vividflow.apiserver.db.migrate import upgrade
+    from vividflow.apiserver.db.session import make_engine, make_session_factory
+    from vividflow.apiserver.services import retention
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        factory = make_session_factory(engine)
+        if dry_run:
+            count = 0
+            for batch in retention.due_jobs(factory, settings, days):
+                for job in batch:
+                    count += 1
+                    files = ", ".join(retention.describe(target) for target in job.targets)
+                    typer.echo(f"{job.job_id}  ended {iso(job.ended_at)}  {files or '(nothing stored)'}")
+            typer.echo(f"would delete the inputs and results of {count} jobs")
+            return
+        outcome = retention.expire(factory, settings, days=days)
+    finally:
+        engine.dispose()
+    typer.echo(f"deleted the inputs and results of {outcome.expired} jobs")
+    if outcome.failed:
+        failed = ", ".join(outcome.failed)
+        typer.echo(
+            f"could not delete the files of {len(outcome.failed)} jobs (kept for the next run): {failed}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
 def _session() -> AbstractContextManager[Session]:
     """A transaction on the configured database, migrated first."""
     from vividflow.apiserver.db.migrate import upgrade
@@ -148,6 +192,16 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `
             raise typer.Exit(1)
         keys.revoke_key(session, key)
     typer.echo(f"revoked {key_id}")
+
+
+def _add_client_commands() -> None:
+    """`vividflow generate/status/cancel/history`: the client of any server's public API."""
+    from vividflow.client.commands import register
+
+    register(app)
+
+
+_add_client_commands()
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def migrated_postgres_url(postgres_url: str) -> str:
     return postgres_url
 
 
-def _truncate_postgres(url: str) -> None:
+def truncate_postgres(url: str) -> None:
     engine = create_engine(url)
     tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
     with engine.begin() as connection:
@@ -54,7 +54,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
         shutil.copy(sqlite_template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("migrated_postgres_url")
-    _truncate_postgres(url)
+    truncate_postgres(url)
     return url
 
 

@@ -249,6 +249,7 @@ def test_configmap_is_what_the_settings_read(
     assert settings.max_keys_per_user == values["api"]["maxKeysPerUser"]
     assert settings.max_body_bytes == values["api"]["maxBodyBytes"]
     assert settings.max_url_fetches_per_user == values["api"]["maxURLFetchesPerUser"]
+    assert settings.result_retention_days == values["api"]["resultRetentionDays"]
     connections = values["api"]["connections"]
     assert settings.max_header_bytes == connections["maxHeaderBytes"]
     assert settings.header_timeout_seconds == connections["headerTimeoutSeconds"]
@@ -378,6 +379,13 @@ def test_without_the_hook_the_api_migrates_on_start(helm: Path, monkeypatch: pyt
     objects = render(helm, sets={"migrations.enabled": False})
     assert not [o for o in objects if o["kind"] == "Job"]
     assert configmap_settings(objects, monkeypatch).migrate_on_start is True
+
+
+@pytest.mark.parametrize("days", [0, 7])
+def test_result_retention_days(helm: Path, days: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0 (keep forever) reaches the API as 0, not as the default: the template must not use `default`."""
+    objects = render(helm, sets={"api.resultRetentionDays": days})
+    assert configmap_settings(objects, monkeypatch).result_retention_days == days
 
 
 @pytest.mark.parametrize(

@@ -13,18 +13,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from tests.api.conftest import image_bytes
-from tests.fixtures.fake_vertex import FakeVertex
+from tests.fixtures.fake_vertex import FakeVertex, Scenario
 from tests.fixtures.gcs_emulator import GcsEmulator
 from tests.fixtures.kube import ServiceAccountFactory, wait_for
 from tests.kube.cluster_api import (
@@ -40,6 +42,9 @@ from tests.kube.cluster_api import (
 )
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import FakeKubelet
+from tests.served_app import StreamEvent, assert_life_in_order, follow, serving, status_events, stream
+from tests.served_app import new_key as stream_key
+from tests.served_app import submit as stream_submit
 from vividflow.jobspec import GROUP, videojob_name
 from vividflow.runner.video import probe_mp4
 from vividflow.settings import Settings
@@ -295,3 +300,58 @@ def test_an_api_restart_mid_job_still_completes(
         usage = api.get("/api/v1/usage", headers=headers).json()
         assert (usage["total_jobs"], usage["completed_jobs"], usage["processing_jobs"]) == (1, 1, 0)
         assert usage["daily_limit"] - usage["credits_remaining"] == 1
+
+
+def test_a_stream_follows_a_wan_job_through_the_cluster_and_resumes(
+    cluster: Cluster, tiny_wan_model_dir: Path
+) -> None:
+    """Events come from the API's VideoJob mirror: the runner's progress on the VideoJob, the
+    operator's phases; the stream is served by real uvicorn."""
+    cluster.kubelet.base_env["VIVID_WAN_MODEL"] = str(tiny_wan_model_dir)
+    with serving(cluster.settings) as (url, state):
+        wait_for("the API's backend", state.backend.is_ready)
+        headers = stream_key(state, "sven@example.com")
+        job_id = stream_submit(url, headers, "wan2.1", width=32, height=32, length=9, steps=4, seed=7)
+        seen: list[StreamEvent] = []
+        with stream(url, headers, job_id, **{"Last-Event-ID": "0"}) as response:
+            for event in status_events(response):
+                seen.append(event)
+                if event.data and event.data["status"] == "processing":
+                    break  # drop the connection mid-job
+        events = seen + follow(url, headers, job_id, last_event_id=seen[-1].id)
+        assert_life_in_order(events)
+        final = events[-1].data or {}
+        assert final["status"] == "completed", (final, cluster.kubelet.runs[-1].output[-2000:])
+        assert final["result_url"] == f"https://storage.googleapis.com/{BUCKET}/videos/{job_id}.mp4"
+        assert final == httpx.get(f"{url}/api/v1/status/{job_id}", headers=headers).json()
+
+
+def test_a_running_job_is_cancelled_through_the_cluster(
+    cluster: Cluster, api: TestClient, fake_vertex: FakeVertex, gcs_emulator: GcsEmulator
+) -> None:
+    held = threading.Event()
+    fake_vertex.set_scenario(Scenario(until=held))
+    try:
+        headers = new_user(api, "cass@example.com")
+        job_id = submit(api, headers, "veo3.1")
+        wait_status(api, headers, job_id, {"processing"}, timeout=60)
+        wait_for("the runner to poll Veo", lambda: len(fake_vertex.polls) >= 2)
+        assert api.post(f"/api/v1/cancel/{job_id}", headers=headers).status_code == 409
+
+        response = api.post(f"/api/v1/cancel/{job_id}?running=true", headers=headers)
+        assert response.status_code == 200, response.text
+        assert status_of(api, headers, job_id)["status"] == "cancelled"
+        usage = api.get("/api/v1/usage", headers=headers).json()
+        assert usage["credits_remaining"] == usage["daily_limit"] and usage["cancelled_jobs"] == 1
+
+        # The operator deletes the Job: the Pod gets SIGTERM and the runner stops at its next poll.
+        (run,) = cluster.kubelet.runs
+        assert run.wait(timeout=60).killed_by == "deletion"
+        wait_for("the Job to be deleted", lambda: not cluster.job_exists(job_id))
+        phase = videojob(cluster.admin, cluster.namespace, job_id)["status"]["phase"]
+        assert phase == "Cancelled"
+        held.set()  # Veo would finish now; nothing may be written for the cancelled job
+        assert not gcs_emulator.client().bucket(BUCKET).blob(f"videos/{job_id}.mp4").exists()
+        assert status_of(api, headers, job_id)["status"] == "cancelled"
+    finally:
+        held.set()

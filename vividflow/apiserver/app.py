@@ -11,6 +11,7 @@ from vividflow import __version__
 from vividflow.apiserver.body_limits import BodyGuard
 from vividflow.apiserver.db.migrate import upgrade
 from vividflow.apiserver.errors import install_handlers
+from vividflow.apiserver.retention_task import RetentionTask
 from vividflow.apiserver.routes import api_router, files, health
 from vividflow.apiserver.state import AppState
 from vividflow.settings import Settings, get_settings
@@ -33,11 +34,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         state = AppState.build(settings)
         app.state.vivid = state
+        await state.event_hub.start()
         state.backend.start()
+        retention = RetentionTask(state)
+        retention.start()
         try:
             yield
         finally:
+            await retention.stop()
             state.backend.stop()
+            await state.event_hub.stop()
             state.close()
 
     app = FastAPI(title="Vivid Flow", version=__version__, description=DESCRIPTION, lifespan=lifespan)

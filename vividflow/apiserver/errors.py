@@ -55,6 +55,10 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "Not found", [what])
 
 
+def gone(what: str) -> ApiError:
+    return ApiError(410, "Gone", [what])
+
+
 def too_many_requests(
     error: str, detail: str, retry_after: int, headers: dict[str, str] | None = None
 ) -> ApiError:

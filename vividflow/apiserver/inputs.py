@@ -9,13 +9,11 @@ have only ``max_url_fetches_per_user`` URL downloads at once (per API process).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vividflow.apiserver.errors import ApiError, invalid_parameters, too_many_requests
+from vividflow.apiserver.errors import ApiError, invalid_parameters
 from vividflow.settings import Settings
 from vividflow.storage import fetch, gcs, images, locations
 from vividflow.storage.errors import InputTooLarge, StorageError
@@ -30,30 +28,6 @@ class CheckedInput:
     mime_type: str
     gcs_uri: str | None
     """Set when the image already lives in GCS: the job reads it from there."""
-
-
-class FetchSlots:
-    """How many image URL downloads each user has running; used from the event loop only."""
-
-    def __init__(self, per_user: int) -> None:
-        self.per_user = per_user
-        self._running: dict[str, int] = {}
-
-    @contextmanager
-    def take(self, user_id: str) -> Iterator[None]:
-        running = self._running.get(user_id, 0)
-        if running >= self.per_user:
-            detail = f"At most {self.per_user} image_url downloads may run at once; wait for one to finish."
-            raise too_many_requests("Too many image downloads", detail, retry_after=1)
-        self._running[user_id] = running + 1
-        try:
-            yield
-        finally:
-            left = self._running[user_id] - 1
-            if left:
-                self._running[user_id] = left
-            else:
-                del self._running[user_id]
 
 
 async def check_input(

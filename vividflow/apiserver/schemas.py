@@ -59,6 +59,9 @@ class JobStatusBody(BaseModel):
     metrics: Metrics | None = None
     error_message: str | None = None
     failure_reason: str | None = Field(None, description="Machine-readable reason of a failure.")
+    result_expired: bool | None = Field(
+        None, description="True once retention deleted the result: result_url no longer serves it."
+    )
 
     @classmethod
     def of(cls, job: Job | Row[Any], queue_position: int | None = None) -> JobStatusBody:
@@ -79,6 +82,8 @@ class JobStatusBody(BaseModel):
         elif status is JobStatus.COMPLETED:
             body["result_url"] = job.result_url
             body["metrics"] = Metrics.model_validate(job.metrics or {})
+            if job.result_expired_at is not None:
+                body["result_expired"] = True
         elif status is JobStatus.FAILED:
             body["error_message"] = job.error_message or "Job failed."
             body["failure_reason"] = job.failure_reason

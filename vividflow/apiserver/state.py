@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from vividflow.apiserver.auth import Authenticator
 from vividflow.apiserver.backends.base import JobBackend
 from vividflow.apiserver.db.session import make_engine, make_read_engine, make_session_factory
-from vividflow.apiserver.inputs import FetchSlots
+from vividflow.apiserver.event_hub import EventHub
 from vividflow.apiserver.ratelimit import RateLimiter
+from vividflow.apiserver.slots import UserSlots
 from vividflow.settings import Settings
 
 P = ParamSpec("P")
@@ -39,7 +40,11 @@ class AppState:
     io_executor: ThreadPoolExecutor
     """Threads for blocking network calls (GCS, the Kubernetes API) and image decoding, so that a slow
     bucket or API server cannot hold up database work or the framework's pool of plain routes."""
-    fetch_slots: FetchSlots
+    fetch_slots: UserSlots
+    """Image URL downloads running per user."""
+    stream_slots: UserSlots
+    """Status streams open per user."""
+    event_hub: EventHub
 
     async def run_db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -65,6 +70,7 @@ class AppState:
     def build(cls, settings: Settings) -> AppState:
         engine = make_engine(settings.resolved_database_url)
         session_factory = make_session_factory(engine)
+        db_executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="vividflow-db")
         return cls(
             settings=settings,
             engine=engine,
@@ -78,9 +84,19 @@ class AppState:
             ),
             authenticator=Authenticator(session_factory, settings.auth_cache_seconds),
             backend=make_backend(settings, session_factory),
-            db_executor=ThreadPoolExecutor(settings.db_threads, thread_name_prefix="vividflow-db"),
+            db_executor=db_executor,
             io_executor=ThreadPoolExecutor(settings.io_threads, thread_name_prefix="vividflow-io"),
-            fetch_slots=FetchSlots(settings.max_url_fetches_per_user),
+            fetch_slots=UserSlots(
+                settings.max_url_fetches_per_user,
+                "Too many image downloads",
+                "At most {limit} image_url downloads may run at once; wait for one to finish.",
+            ),
+            stream_slots=UserSlots(
+                settings.max_streams_per_user,
+                "Too many status streams",
+                "At most {limit} status streams may be open at once; close one first.",
+            ),
+            event_hub=EventHub(settings, session_factory, db_executor),
         )
 
 

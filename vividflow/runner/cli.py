@@ -3,13 +3,18 @@
 Exit codes (``jobspec.RunnerExit``): 0 success, 2 invalid input, 3 model load failed, 4 out of memory
 (none of them worth a retry: a Job's podFailurePolicy fails at once), 1 any other failure. A spec that
 cannot be read or is not a valid JobSpec is invalid input: one line on stderr, exit 2.
+
+SIGTERM (a deleted Pod: the job was cancelled) stops the job at its next step or poll, and nothing is
+written after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -76,6 +81,19 @@ def read_spec(spec_file: Path | None, spec_json: str | None) -> JobSpec:
         raise InvalidSpec(summary) from None
 
 
+def stop_on_sigterm() -> threading.Event:
+    """An event set by SIGTERM instead of dying at once, so the job stops cleanly at its next step."""
+    terminated = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        logging.getLogger(__name__).info("SIGTERM: stopping the job")
+        terminated.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+    return terminated
+
+
 def main(argv: list[str] | None = None, started: float | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vividflow.runner", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -92,14 +110,20 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         result = RunResult.failure(FailureReason.INVALID_INPUT, str(error))
     else:
         reporter = progress_reporter(settings)  # in a Pod: onto the VideoJob's status
+        terminated = stop_on_sigterm()
 
         def on_progress(percent: int) -> None:
             logging.info("progress %d%%", percent)
             if reporter is not None:
                 reporter(percent)
 
+        def should_cancel() -> bool:
+            return terminated.is_set() or (reporter is not None and reporter.cancel_requested)
+
         try:
-            result = Runner(settings, started=started).run(spec, on_progress=on_progress)
+            result = Runner(settings, started=started).run(
+                spec, on_progress=on_progress, should_cancel=should_cancel
+            )
         finally:
             if reporter is not None:
                 reporter.close()

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vividflow.jobspec import FailureReason, JobMetrics, JobSpec, ModelName, RunResult
-from vividflow.runner.errors import InvalidInput, OutOfMemory, RunnerError, UpstreamError
+from vividflow.runner.errors import Cancelled, InvalidInput, OutOfMemory, RunnerError, UpstreamError
 from vividflow.runner.models.base import (
     CancelCheck,
     GenerationRequest,
@@ -130,6 +130,10 @@ class Runner:
         # 100 means the video is stored: the model's own 100 waits until the upload is done.
         output = model.generate(request, lambda percent: progress(min(percent, 99)), should_cancel)
         generation_time = time.monotonic() - generation_started
+        if should_cancel():  # a cancelled job writes no result
+            if output.written_to_output_uri:
+                self._discard_output(spec.output_uri)
+            raise Cancelled("The job was cancelled.")
 
         upload_started = time.monotonic()
         local = output.local_path

@@ -125,6 +125,13 @@ class ProgressReporter:
         self._client.close()
 
     @property
+    def cancel_requested(self) -> bool:
+        """Whether the VideoJob, as last read, asks the job to stop (cancelled, or already ended)."""
+        current = self._current or {}
+        phase = (current.get("status") or {}).get("phase")
+        return bool((current.get("spec") or {}).get("cancelRequested")) or phase in TERMINAL_PHASES
+
+    @property
     def sent(self) -> int:
         """The last value written (or found already higher on the VideoJob); -1 before any."""
         return self._sent

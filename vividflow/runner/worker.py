@@ -1,7 +1,8 @@
 """A worker process of the embedded executor: a warm :class:`Runner` fed jobs over a pipe.
 
 Messages to the worker: a JobSpec as JSON, or ``None`` to stop. Messages back:
-``("progress", percent)`` and ``("result", RunResult JSON)``.
+``("progress", percent)`` and ``("result", RunResult JSON)``. The server sets ``cancel`` (an Event
+shared with the worker, cleared before each job) to stop the running job at its next step or poll.
 
 A worker never outlives its server: on Linux the kernel kills it when the server's thread that
 started it goes (``PR_SET_PDEATHSIG``), and everywhere a watchdog thread exits the moment the worker
@@ -20,10 +21,16 @@ import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
+from typing import Protocol
 
 from vividflow.jobspec import JobSpec
 from vividflow.runner.core import Runner
 from vividflow.settings import Settings
+
+
+class CancelEvent(Protocol):
+    def is_set(self) -> bool: ...
+
 
 PR_SET_PDEATHSIG = 1
 PARENT_CHECK_SECONDS = 0.5
@@ -53,7 +60,7 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
+def serve(conn: Connection, settings: Settings, parent_pid: int, cancel: CancelEvent) -> None:
     die_with_parent(parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
     limit_memory(settings.worker_memory_limit_mb)
@@ -67,5 +74,5 @@ def serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
         def report(percent: int) -> None:
             conn.send(("progress", percent))
 
-        result = runner.run(spec, on_progress=report)
+        result = runner.run(spec, on_progress=report, should_cancel=cancel.is_set)
         conn.send(("result", result.model_dump_json()))

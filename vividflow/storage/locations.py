@@ -109,6 +109,16 @@ def output_exists(output_uri: str, settings: Settings) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
+def delete_stored(uri: str, settings: Settings) -> None:
+    """Remove the file or GCS object at ``uri`` (an output or a stored input); a missing one is fine."""
+    if _is_local(uri):
+        _local_path(uri).unlink(missing_ok=True)
+    elif (location := gcs.parse_gcs_url(uri)) is not None:
+        gcs.delete(location)
+    else:
+        raise StorageError(f"cannot delete {safe_url(uri)}")
+
+
 def store_input(data: bytes, job_id: str, mime_type: str, settings: Settings) -> str:
     """Keep an accepted upload where the runner can read it; its URI for :func:`read_input`."""
     extension = EXTENSIONS.get(mime_type)

@@ -11,6 +11,11 @@ lease can no longer write its progress or result.
 
 A worker process dies with its server, however the server dies (a parent-death signal and a watch
 on the parent), so a job never runs twice at once.
+
+While a job runs, its slot looks at the job's row every second: once the job is no longer this
+executor's (cancelled while running, on any server; or taken back after a lost lease) the worker is
+told to stop at its next step or poll, and killed if it has not within ``cancel_grace_seconds``. A
+cancel made on this server stops the worker at once. Whatever it returns then is discarded.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.runner import worker
 from vividflow.settings import Settings
+from vividflow.storage import locations
+from vividflow.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,12 @@ INTERRUPTED_MESSAGE = (
 )
 IDLE_POLL_SECONDS = 1.0
 """Also picks up jobs queued by other processes (e.g. a second API process on the same DB)."""
+OWNERSHIP_CHECK_SECONDS = 1.0
+"""How often a running job's row is checked for a cancel made elsewhere (or a lost lease)."""
+
+
+class _Abandoned(Exception):
+    """The job stopped being this executor's while it ran (cancelled, or taken back)."""
 
 
 def _crash_result(exitcode: int | None) -> RunResult:
@@ -67,6 +80,11 @@ class _WorkerSlot(threading.Thread):
         self._backend = backend
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
+        self._cancel = multiprocessing.get_context("spawn").Event()
+        """Shared with the worker: set to stop the job it runs."""
+        self.job_id: str | None = None
+        """The job this slot runs now."""
+        self._stop_asked = threading.Event()
 
     def run(self) -> None:
         backend = self._backend
@@ -83,7 +101,15 @@ class _WorkerSlot(threading.Thread):
                 backend.wait_for_work()
                 continue
             log.info("job %s started (%s)", spec.job_id, spec.model)
-            result = self._execute(spec)
+            self.job_id = spec.job_id
+            try:
+                result = self._execute(spec)
+            except _Abandoned:
+                log.info("job %s stopped: it was cancelled or is no longer this server's", spec.job_id)
+                self._discard_output(spec)
+                continue
+            finally:
+                self.job_id = None
             with backend.session_factory.begin() as session:
                 if result is None:  # the server is stopping: hand the job back
                     jobs.release(
@@ -94,14 +120,41 @@ class _WorkerSlot(threading.Thread):
                     log.info("job %s finished: %s", spec.job_id, "completed" if result.ok else result.reason)
                 else:
                     log.warning("job %s: result discarded, this executor no longer holds it", spec.job_id)
+                    self._discard_output(spec)
         self._shutdown_process()
 
+    def stop_job(self, job_id: str) -> None:
+        """Stop ``job_id`` if this slot runs it (it was cancelled here)."""
+        if self.job_id == job_id:
+            self._stop_asked.set()
+
+    def _still_mine(self, job_id: str) -> bool:
+        with self._backend.session_factory() as session:
+            return jobs.holds(session, job_id, self._backend.identity)
+
     def _execute(self, spec: JobSpec) -> RunResult | None:
-        """The job's result; None if the server began stopping first (the worker is killed)."""
+        """The job's result; None if the server began stopping first (the worker is killed).
+        Raises _Abandoned when the job stopped being ours (the worker stopped or killed)."""
+        self._cancel.clear()
+        self._stop_asked.clear()
         conn, process = self._ensure_process()
         conn.send(spec.model_dump_json())
         deadline = time.monotonic() + spec.deadline_seconds
+        next_check = time.monotonic() + OWNERSHIP_CHECK_SECONDS
+        stop_by: float | None = None
         while True:
+            now = time.monotonic()
+            if stop_by is None and (
+                self._stop_asked.is_set() or (now >= next_check and not self._still_mine(spec.job_id))
+            ):
+                self._cancel.set()  # the worker stops at its next step or poll
+                stop_by = now + self._backend.settings.cancel_grace_seconds
+            if now >= next_check:
+                next_check = now + OWNERSHIP_CHECK_SECONDS
+            if stop_by is not None and now > stop_by:
+                log.warning("job %s: the worker did not stop after the cancel; killing it", spec.job_id)
+                self._kill()
+                raise _Abandoned
             try:
                 ready = conn.poll(0.5)
                 message = conn.recv() if ready else None
@@ -110,7 +163,11 @@ class _WorkerSlot(threading.Thread):
             if message is not None:
                 kind, payload = message
                 if kind == "result":
+                    if stop_by is not None:
+                        raise _Abandoned
                     return RunResult.model_validate_json(payload)
+                if stop_by is not None:
+                    continue
                 with self._backend.session_factory.begin() as session:
                     jobs.record_progress(session, spec.job_id, int(payload), self._backend.identity)
                 continue
@@ -132,7 +189,7 @@ class _WorkerSlot(threading.Thread):
             parent, child = context.Pipe()
             process = context.Process(
                 target=worker.serve,
-                args=(child, self._backend.settings, os.getpid()),
+                args=(child, self._backend.settings, os.getpid(), self._cancel),
                 name=f"{self.name}-worker",
                 daemon=True,
             )
@@ -140,6 +197,13 @@ class _WorkerSlot(threading.Thread):
             child.close()
             self._process, self._conn = process, parent
         return self._conn, self._process
+
+    def _discard_output(self, spec: JobSpec) -> None:
+        """A result written for a job that is no longer ours is not kept."""
+        try:
+            locations.delete_stored(spec.output_uri, self._backend.settings)
+        except StorageError as error:
+            log.warning("job %s: could not remove its discarded output: %s", spec.job_id, error.message)
 
     def _lost(self, process: BaseProcess) -> RunResult:
         process.join(timeout=5)
@@ -230,7 +294,10 @@ class LocalBackend:
             self._work.notify_all()
 
     def cancelled(self, job_id: str) -> None:
-        """Nothing to do: a cancelled job is no longer queued, so no slot will claim it."""
+        """A cancelled queued job is never claimed; a running one is stopped by its slot (here at
+        once; on another server at that slot's next look at the job)."""
+        for slot in self._slots:
+            slot.stop_job(job_id)
 
     def is_ready(self) -> bool:
         alive = self._keeper is not None and self._keeper.is_alive()

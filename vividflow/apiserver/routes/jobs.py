@@ -49,26 +49,36 @@ async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONR
 @router.post(
     "/cancel/{job_id}",
     response_model=CancelResponse,
-    summary="Cancel a queued job",
+    summary="Cancel a queued job (with running=true, also a processing one)",
     responses=error_responses(403, 404, 409),
 )
-async def cancel(job_id: str, principal: PrincipalDep, state: StateDep) -> CancelResponse:
-    await state.run_db(_cancel_queued, state, principal, job_id)
+async def cancel(
+    job_id: str,
+    principal: PrincipalDep,
+    state: StateDep,
+    running: Annotated[
+        bool,
+        Query(
+            description="Also stop a processing job: it stops at its next step, writes no result and "
+            "its credit is refunded. Without it only queued jobs can be cancelled (409 otherwise)."
+        ),
+    ] = False,
+) -> CancelResponse:
+    await state.run_db(_cancel, state, principal, job_id, running)
     await state.tell_backend(state.backend.cancelled, job_id)
     return CancelResponse(job_id=job_id)
 
 
-def _cancel_queued(state: AppState, principal: Principal, job_id: str) -> None:
+def _cancel(state: AppState, principal: Principal, job_id: str, running: bool) -> None:
     with state.session_factory() as session:
         job = owned_job(session, principal, job_id)
-        cancelled = jobs.cancel_queued(session, job)
+        cancelled = jobs.cancel_running(session, job) if running else jobs.cancel_queued(session, job)
         session.commit()
         if not cancelled:
             session.refresh(job)
+            which = "queued or processing jobs" if running else "queued jobs"
             raise ApiError(
-                409,
-                "Job cannot be cancelled",
-                [f"The job is {job.status}; only queued jobs can be cancelled."],
+                409, "Job cannot be cancelled", [f"The job is {job.status}; only {which} can be cancelled."]
             )
 
 

@@ -173,7 +173,8 @@ def event_seqs(session: Session, job_ids: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for start in range(0, len(job_ids), 500):
         chunk = job_ids[start : start + 500]
-        found.update(session.execute(select(Job.id, Job.event_seq).where(Job.id.in_(chunk))).tuples())
+        for job_id, seq in session.execute(select(Job.id, Job.event_seq).where(Job.id.in_(chunk))):
+            found[job_id] = seq
     return found
 
 

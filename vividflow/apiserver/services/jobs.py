@@ -260,6 +260,20 @@ def release(session: Session, job_id: str, owner: str, max_attempts: int, messag
     return _lost(session, mine, max_attempts, message)
 
 
+def holds(session: Session, job_id: str, owner: str) -> bool:
+    """Whether executor ``owner`` still runs ``job_id`` (it is processing under its lease)."""
+    query = select(Job.id).where(
+        Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner
+    )
+    return session.scalar(query) is not None
+
+
+def cancel_running(session: Session, job: Job) -> bool:
+    """Cancel a queued or processing job (refunded; whoever runs it stops, see the backends);
+    False if it already ended."""
+    return finish(session, job.id, JobStatus.CANCELLED)
+
+
 def record_progress(session: Session, job_id: str, progress: int, owner: str | None = None) -> bool:
     """Raise a processing job's progress (never lowers it; with ``owner``, only under its lease); True
     if it rose."""
