@@ -249,6 +249,7 @@ def test_configmap_is_what_the_settings_read(
     assert settings.max_keys_per_user == values["api"]["maxKeysPerUser"]
     assert settings.max_body_bytes == values["api"]["maxBodyBytes"]
     assert settings.max_url_fetches_per_user == values["api"]["maxURLFetchesPerUser"]
+    assert settings.max_streams_per_user == values["api"]["maxStreamsPerUser"]
     assert settings.result_retention_days == values["api"]["resultRetentionDays"]
     connections = values["api"]["connections"]
     assert settings.max_header_bytes == connections["maxHeaderBytes"]

@@ -30,6 +30,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"api.rateLimits[0]": "lots"}, "rateLimits"),
     ({"api.publicURL": "ftp://x"}, "publicURL"),
     ({"api.resultRetentionDays": -1}, "resultRetentionDays"),
+    ({"api.maxStreamsPerUser": 0}, "maxStreamsPerUser"),
     ({"api.env.bad-name": "x"}, "bad-name"),
     ({"api.resources.requests.memory": "lots"}, "memory"),
     ({"api.unknownKey": "x"}, "unknownKey"),

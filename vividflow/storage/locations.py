@@ -150,6 +150,16 @@ def _is_local(uri: str) -> bool:
     return scheme in ("", "file")
 
 
+def local_path(uri: str) -> Path | None:
+    """The file a local URI (a path or a ``file://`` URL on this host) names; None for any other."""
+    if not _is_local(uri):
+        return None
+    try:
+        return _local_path(uri)
+    except StorageError:
+        return None
+
+
 def _local_path(uri: str) -> Path:
     parts = urlsplit(uri)
     if parts.scheme.lower() != "file":

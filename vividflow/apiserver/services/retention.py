@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +25,7 @@ from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.db.models import Job
 from vividflow.jobspec import JobStatus
 from vividflow.settings import Settings
-from vividflow.storage import gcs
+from vividflow.storage import gcs, locations
 from vividflow.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ def _owned(uri: str, job_id: str, local_dir: Path) -> Target | None:
     location = gcs.parse_gcs_url(uri)
     if location is not None:
         return location if _named_after(location.name.rsplit("/", 1)[-1], job_id) else None
-    path = _local_path(uri)
+    path = locations.local_path(uri)
     if path is None or not _named_after(path.name, job_id):
         return None
     return path if path.resolve().is_relative_to(local_dir.resolve()) else None
@@ -105,18 +103,6 @@ def _owned(uri: str, job_id: str, local_dir: Path) -> Target | None:
 def _named_after(name: str, job_id: str) -> bool:
     stem, dot, extension = name.partition(".")
     return stem == job_id and bool(dot) and extension.isalnum()
-
-
-def _local_path(uri: str) -> Path | None:
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return None
-    if parts.scheme == "":
-        return Path(uri)
-    if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):
-        return Path(url2pathname(unquote(parts.path)))
-    return None
 
 
 def describe(target: Target) -> str:
