@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from vividflow.apiserver.clock import utcnow
-from vividflow.apiserver.db.models import Job
+from vividflow.apiserver.db.models import Job, JobEvent
 from vividflow.jobspec import JobStatus
 from vividflow.settings import Settings
 from vividflow.storage import gcs, locations
@@ -122,16 +123,27 @@ def delete(target: Target) -> None:
 
 
 def mark_expired(session: Session, job_ids: Sequence[str]) -> int:
-    """Mark the jobs' files deleted (only terminal, unmarked jobs); how many this call marked."""
+    """Mark the jobs' files deleted (only terminal, unmarked jobs) and drop their events but the last
+    (what a stream of the finished job still sends); how many this call marked."""
     if not job_ids:
         return 0
-    result = session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), Job.status.in_(TERMINAL), Job.result_expired_at.is_(None))
-        .values(result_expired_at=utcnow())
-        .execution_options(synchronize_session=False)
+    marked = list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status.in_(TERMINAL), Job.result_expired_at.is_(None))
+            .values(result_expired_at=utcnow())
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    if marked:
+        latest = select(Job.event_seq).where(Job.id == JobEvent.job_id).scalar_subquery()
+        session.execute(
+            sql_delete(JobEvent)
+            .where(JobEvent.job_id.in_(marked), JobEvent.seq < latest)
+            .execution_options(synchronize_session=False)
+        )
+    return len(marked)
 
 
 def due_jobs(
