@@ -1,6 +1,8 @@
-"""A TCP proxy on a loopback port in front of a server, for tests that need a connection to drop: it
-forwards bytes both ways, records what each client connection sent first (its request head), and
-``sever()`` cuts every open connection as a failing network would.
+"""A loopback TCP forwarder in front of a server, for tests that need the network to fail: it
+forwards bytes both ways (TLS passes through untouched), records the first bytes each client
+connection sent (its request head), and can drop every open connection (:meth:`TcpProxy.sever`) or
+also refuse new ones until :meth:`TcpProxy.restore` (:meth:`TcpProxy.cut`), as when a server restarts
+or the network fails.
 
     with TcpProxy(upstream_port) as proxy:
         httpx.get(proxy.url + "/healthz")
@@ -15,52 +17,47 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from tests.ports import free_port
+HEAD_BYTES = 4096
+"""How much of each connection's first bytes is kept in ``requests``."""
 
 
 class TcpProxy:
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = ("127.0.0.1", upstream_port)
-        self.port = free_port()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, scheme: str = "http") -> None:
+        self._target = (target_host, target_port)
+        self._scheme = scheme
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
         self._condition = threading.Condition()
-        self._open: set[socket.socket] = set()
+        self._sockets: set[socket.socket] = set()
+        self.accepted = 0
         self.requests: list[bytes] = []
         """The first bytes each client connection sent, in order of connection."""
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> TcpProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop accepting connections and cut the open ones."""
-        with self._condition:
-            self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self.sever()
-        self._thread.join(timeout=10)
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def sever(self) -> None:
-        """Cut every open connection, both ways."""
+        """Drop every open connection, both ways (new ones still get through)."""
         with self._condition:
-            sockets, self._open = list(self._open), set()
+            sockets, self._sockets = self._sockets, set()
         for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+            _close(sock)
+
+    def cut(self) -> None:
+        """Drop every connection and refuse new ones until :meth:`restore`."""
+        self._open.clear()
+        self.sever()
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self.cut()
+        _close(self._listener)
 
     def wait_for(self, predicate: Callable[[list[bytes]], bool], timeout: float = 30.0) -> None:
         """Wait until ``predicate(requests)`` holds."""
@@ -68,41 +65,57 @@ class TcpProxy:
             if not self._condition.wait_for(lambda: predicate(self.requests), timeout):
                 raise AssertionError(f"proxy: condition not met within {timeout} s; saw {self.requests!r}")
 
-    def _accept(self) -> None:
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
         while True:
             try:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
-                client.close()
+            if not self._open.is_set():
+                _close(client)
                 continue
-            upstream.settimeout(None)
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
             with self._condition:
-                if self._closed:
-                    client.close()
-                    upstream.close()
-                    return
-                self._open.update((client, upstream))
+                self.accepted += 1
+                self._sockets.update((client, upstream))
                 index = len(self.requests)
                 self.requests.append(b"")
             threading.Thread(target=self._pump, args=(client, upstream, index), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, index: int | None) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, index: int | None) -> None:
         try:
-            while chunk := source.recv(65536):
+            while data := source.recv(65536):
                 if index is not None:
                     with self._condition:
-                        if len(self.requests[index]) < 4096:
-                            self.requests[index] += chunk
+                        if len(self.requests[index]) < HEAD_BYTES:
+                            self.requests[index] += data
                         self._condition.notify_all()
-                target.sendall(chunk)
+                sink.sendall(data)
         except OSError:
             pass
         finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            for sock in (source, sink):
+                with self._condition:
+                    self._sockets.discard(sock)
+                _close(sock)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()

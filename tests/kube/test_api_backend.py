@@ -46,7 +46,7 @@ from tests.kube.cluster_api import (
     wait_status,
 )
 from tests.kube.controlplane import ControlPlane, find_bin_dir
-from tests.kube.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.backends.kubernetes import ClusterModeError, KubernetesBackend
 from vividflow.apiserver.services import jobs
@@ -347,7 +347,7 @@ def test_an_api_restart_loses_no_transition(
 
 @pytest.fixture
 def proxy(kube_plane: ControlPlane) -> Iterator[TcpProxy]:
-    with TcpProxy("127.0.0.1", int(kube_plane.server_url.rsplit(":", 1)[1])) as started:
+    with TcpProxy(int(kube_plane.server_url.rsplit(":", 1)[1]), scheme="https") as started:
         yield started
 
 
@@ -542,7 +542,7 @@ def test_a_watch_that_expired_during_an_outage_relists_and_loses_no_transition(
     access = create_service_account(compacting_plane, namespace, "vividflow-api", API_RULES)
     port = int(compacting_plane.server_url.rsplit(":", 1)[1])
     with (
-        TcpProxy("127.0.0.1", port) as proxy,
+        TcpProxy(port, scheme="https") as proxy,
         closing(api_client_for(compacting_plane.kubeconfig_path)) as admin,
     ):
         monkeypatch.setenv(

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import httpx
 
 from vividflow.client.api import ApiClient, ApiError, Body, raise_for_error
+from vividflow.jobspec import TERMINAL_STATUSES
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 
 
 @dataclass(frozen=True)
