@@ -151,3 +151,22 @@ def test_a_stream_sees_a_job_run_by_another_server(
         assert_life_in_order(events)
         assert events[-1].data and events[-1].data["status"] == "completed"
         assert events[-1].data == httpx.get(f"{a.url}/api/v1/status/{job_id}", headers=key).json()
+
+
+def test_a_stopping_server_ends_its_streams_cleanly(tmp_path: Path) -> None:
+    """SIGTERM: open streams end as complete responses (a client then resumes elsewhere with
+    Last-Event-ID), and the server stops without waiting for them."""
+    database_url = f"sqlite:///{tmp_path / 'v.db'}"
+    upgrade(database_url)
+    key = {"X-API-Key": create_key(database_url, "stella@example.com")}
+    with running_server(
+        settings_env(database_url=database_url, workers=0, data_dir=tmp_path / "d"), tmp_path
+    ) as a:
+        job_id = submit(a.url, key)
+        with stream(a.url, key, job_id) as response:
+            events = status_events(response)
+            assert next(events).id == "1"
+            a.stop()
+            assert next(events, None) is None  # the body ended properly: no protocol error
+        assert a.process.returncode is not None
+        assert "ERROR" not in a.log() and "Traceback" not in a.log()

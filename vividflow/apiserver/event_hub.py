@@ -50,6 +50,13 @@ RECONNECT_SECONDS = (0.5, 10.0)
 _TERMINAL = frozenset(status.value for status in JobStatus if status.is_terminal)
 
 
+class StreamClosed(Exception):
+    """The stream was closed before its job ended."""
+
+
+_CLOSED = Announced("", -1, "", None)
+
+
 class Subscription:
     """One stream's view of its job: hints of new events, and where the stream is."""
 
@@ -63,6 +70,7 @@ class Subscription:
         self.ended = False
         """The last event sent was the job's end."""
         self.behind = False
+        self.closed = False
         self._hints: asyncio.Queue[Announced] = asyncio.Queue(HINTS_PER_STREAM)
 
     def push(self, hint: Announced) -> None:
@@ -73,8 +81,17 @@ class Subscription:
         except asyncio.QueueFull:
             self.behind = True
 
+    def close(self) -> None:
+        """End the stream (the server is shutting down): :meth:`next` raises StreamClosed."""
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._hints.put_nowait(_CLOSED)
+
     async def next(self) -> Announced:
-        return await self._hints.get()
+        hint = await self._hints.get() if not self.closed else _CLOSED
+        if hint is _CLOSED or self.closed:
+            raise StreamClosed
+        return hint
 
     def sent(self, seq: int, body: dict[str, Any]) -> None:
         self.cursor = seq

@@ -12,12 +12,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from vividflow.apiserver.deps import PrincipalDep, StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
-from vividflow.apiserver.event_hub import Subscription
+from vividflow.apiserver.event_hub import StreamClosed, Subscription
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.services import events, jobs
 from vividflow.apiserver.state import AppState
@@ -27,6 +28,8 @@ router = APIRouter(tags=["jobs"])
 
 SEND_TIMEOUT_SECONDS = 60.0
 """A client that takes no data for this long is dropped (its connection is likely dead)."""
+SHUTDOWN_GRACE_SECONDS = 2.0
+"""When the server stops, open streams end cleanly within this (the client resumes elsewhere)."""
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -62,13 +65,22 @@ async def job_events(
     if found[0].user_id != principal.user_id:
         raise forbidden("This job belongs to another user.")
     state.stream_slots.acquire(principal.user_id)
-    settings = state.settings
+    subscription = state.event_hub.subscribe(job_id)  # before reading: nothing committed later is missed
+    shutting_down = anyio.Event()
+
+    async def end_on_shutdown() -> None:
+        await shutting_down.wait()
+        subscription.close()  # the stream ends cleanly; clients resume elsewhere with Last-Event-ID
+
     return EventSourceResponse(
-        _follow(state, job_id, after, principal.user_id),
-        ping=settings.stream_heartbeat_seconds,
+        _follow(state, subscription, after, principal.user_id),
+        ping=state.settings.stream_heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="heartbeat"),
         send_timeout=SEND_TIMEOUT_SECONDS,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        shutdown_event=shutting_down,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+        data_sender_callable=end_on_shutdown,
     )
 
 
@@ -84,12 +96,11 @@ def _parse_last_event_id(value: str | None) -> int | None:
 
 
 async def _follow(
-    state: AppState, job_id: str, after: int | None, user_id: str
+    state: AppState, subscription: Subscription, after: int | None, user_id: str
 ) -> AsyncIterator[ServerSentEvent]:
-    subscription = state.event_hub.subscribe(job_id)  # before reading: nothing committed later is missed
     subscription.cursor = after or 0
     try:
-        batch, ended = await state.run_db(_backlog, state, job_id, after)
+        batch, ended = await state.run_db(_backlog, state, subscription.job_id, after)
         if ended:  # the client has the job's last event already
             return
         while True:
@@ -99,6 +110,8 @@ async def _follow(
                 if subscription.ended:
                     return
             batch = await _next_batch(state, subscription)
+    except StreamClosed:
+        return
     finally:
         state.event_hub.unsubscribe(subscription)
         state.stream_slots.release(user_id)
