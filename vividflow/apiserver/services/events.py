@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Row, and_, func, insert, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.db.models import Job, JobEvent
@@ -106,16 +107,20 @@ def status_body(row: Job | Row[Any], queue_position: int | None = None) -> dict[
     return JobStatusBody.of(row, queue_position).model_dump(mode="json", exclude_none=True)
 
 
-def queue_position(session: Session, job_id: str) -> int | None:
-    """Queued jobs submitted before ``job_id`` (None when it is not queued)."""
+def queued_ahead() -> ScalarSelect[int]:
+    """How many queued jobs were submitted before the ``Job`` row of the enclosing query."""
     ahead = Job.__table__.alias("ahead")
-    count_ahead = (
+    return (
         select(func.count())
         .select_from(ahead)
         .where(ahead.c.status == JobStatus.QUEUED.value, ahead.c.seq < Job.seq)
         .scalar_subquery()
     )
-    query = select(count_ahead).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+
+
+def queue_position(session: Session, job_id: str) -> int | None:
+    """Queued jobs submitted before ``job_id`` (None when it is not queued)."""
+    query = select(queued_ahead()).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
     position = session.scalar(query)
     return None if position is None else int(position)
 

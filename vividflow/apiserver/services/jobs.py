@@ -401,13 +401,7 @@ def active_job_ids(session: Session) -> dict[str, tuple[JobStatus, bool]]:
 
 
 def _status_query() -> Select[Any]:
-    ahead_table = Job.__table__.alias("ahead")
-    ahead = (
-        select(func.count())
-        .select_from(ahead_table)
-        .where(ahead_table.c.status == JobStatus.QUEUED.value, ahead_table.c.seq < Job.seq)
-        .scalar_subquery()
-    )
+    ahead = events.queued_ahead()
     position = case((Job.status == JobStatus.QUEUED.value, ahead), else_=None).label("queue_position")
     return select(Job.__table__, position).where(Job.id == bindparam("job_id"))
 
