@@ -29,7 +29,7 @@ def test_openapi_documents_generate_and_errors(client: TestClient) -> None:
     assert set(content) == {"multipart/form-data", "application/x-www-form-urlencoded", "application/json"}
     wan, veo = content["multipart/form-data"]["schema"]["oneOf"]
     assert (wan["title"], veo["title"]) == ("wan2.1", "veo3.1")
-    common = {"prompt", "model", "image", "image_url"}
+    common = {"prompt", "model", "image", "image_url", "webhook_url", "webhook_events"}
     assert set(wan["properties"]) == common | set(WanParams.model_fields)
     assert set(veo["properties"]) == common | set(VeoParams.model_fields)
     assert wan["additionalProperties"] is False and veo["additionalProperties"] is False
@@ -117,6 +117,12 @@ BODIES: list[dict[str, Any]] = [
     {"prompt": "   "},
     {"prompt": "x" * 2001},
     {"prompt": "a cat", "camera_motion": "pan"},
+    {"prompt": "a cat", "webhook_url": "https://example.com/hook", "webhook_events": "start, completed"},
+    {"prompt": "a cat", "webhook_url": "https://example.com/hook", "webhook_events": '["progress"]'},
+    # invalid:
+    {"prompt": "a cat", "webhook_url": "http://example.com/hook"},
+    {"prompt": "a cat", "webhook_url": "https://example.com/hook", "webhook_events": "start,done"},
+    {"prompt": "a cat", "webhook_events": "start"},
 ]
 
 

@@ -14,6 +14,7 @@ from vividflow.apiserver.errors import install_handlers
 from vividflow.apiserver.retention_task import RetentionTask
 from vividflow.apiserver.routes import api_router, files, health
 from vividflow.apiserver.state import AppState
+from vividflow.apiserver.webhook_sender import WebhookSender
 from vividflow.settings import Settings, get_settings
 
 DESCRIPTION = """Turn an image and a prompt into a video with **wan2.1** (Wan 2.1 on a GPU) or
@@ -36,12 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.vivid = state
         await state.event_hub.start()
         state.backend.start()
+        webhook_sender = WebhookSender(state)
+        webhook_sender.start()
         retention = RetentionTask(state)
         retention.start()
         try:
             yield
         finally:
             await retention.stop()
+            await webhook_sender.stop()
             state.backend.stop()
             await state.event_hub.stop()
             state.close()

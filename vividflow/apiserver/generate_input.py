@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vividflow.apiserver.errors import ApiError, format_validation_errors, invalid_parameters
+from vividflow.apiserver.services.webhooks import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
 from vividflow.jobspec import (
     DEFAULT_MODEL,
     PARAMS_BY_MODEL,
@@ -32,11 +33,14 @@ from vividflow.jobspec import (
     parameter_names,
 )
 from vividflow.settings import Settings
+from vividflow.storage import fetch
+from vividflow.storage.errors import FetchRefused
 
 MAX_PROMPT_LENGTH: int = next(
     int(rule.max_length) for rule in JobSpec.model_fields["prompt"].metadata if hasattr(rule, "max_length")
 )
-COMMON_FIELDS = frozenset({"prompt", "model", "image", "image_url"})
+COMMON_FIELDS = frozenset({"prompt", "model", "image", "image_url", "webhook_url", "webhook_events"})
+MAX_WEBHOOK_URL_LENGTH = 2048
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 100
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -52,6 +56,9 @@ class GenerateInput:
     image_url: str | None
     upload: bytes | None
     """The uploaded image's bytes (at most ``max_upload_bytes + 1``: one more tells it is too large)."""
+    webhook_url: str | None = None
+    webhook_events: tuple[str, ...] | None = None
+    """Set with ``webhook_url``: which events it gets (services.webhooks.WEBHOOK_EVENTS)."""
 
 
 async def read_generate_input(request: Request, settings: Settings) -> GenerateInput:
@@ -67,7 +74,7 @@ async def read_generate_input(request: Request, settings: Settings) -> GenerateI
             "Unsupported content type",
             ["Send multipart/form-data, application/x-www-form-urlencoded or application/json."],
         )
-    return validate_fields(fields, upload)
+    return validate_fields(fields, upload, settings)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -180,7 +187,63 @@ def _parse_parameters(model: ModelName, fields: dict[str, Any]) -> tuple[dict[st
     return values, problems
 
 
-def validate_fields(fields: dict[str, Any], upload: bytes | None) -> GenerateInput:
+def parse_webhook_events(value: Any) -> tuple[tuple[str, ...] | None, list[str]]:
+    """``start,completed`` or ``["start", "completed"]`` (a JSON array, or its text in a form): the
+    events in their canonical order, or the problems."""
+    names: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                names = json.loads(text)
+            except ValueError:
+                names = None
+        else:
+            names = [name.strip() for name in text.split(",")] if text else []
+    choices = ", ".join(WEBHOOK_EVENTS)
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None, [f"webhook_events must be a comma-separated list or a JSON array of: {choices}"]
+    problems = [
+        f"webhook_events: unknown event {name!r}; use {choices}"
+        for name in names
+        if name not in WEBHOOK_EVENTS
+    ]
+    if not names:
+        problems.append(f"webhook_events must name at least one of: {choices}")
+    if problems:
+        return None, problems
+    return tuple(event for event in WEBHOOK_EVENTS if event in names), []
+
+
+def _parse_webhook(
+    fields: dict[str, Any], settings: Settings
+) -> tuple[str | None, tuple[str, ...] | None, list[str]]:
+    """(webhook_url, webhook_events, problems). The URL is vetted here without DNS (scheme, host, no
+    internal names or private literal addresses); every delivery vets what it resolves to."""
+    problems: list[str] = []
+    url = fields.get("webhook_url")
+    if url is not None and not isinstance(url, str):
+        problems.append("webhook_url must be text (an https URL)")
+        url = None
+    elif url is not None and len(url) > MAX_WEBHOOK_URL_LENGTH:
+        problems.append(f"webhook_url must be at most {MAX_WEBHOOK_URL_LENGTH} characters")
+    elif url is not None:
+        try:
+            fetch.check_url(url, settings, noun="webhook URL")
+        except FetchRefused as error:
+            problems.append(f"webhook_url: {error.message}")
+    events: tuple[str, ...] | None = None
+    if "webhook_events" in fields:
+        events, event_problems = parse_webhook_events(fields["webhook_events"])
+        problems.extend(event_problems)
+        if "webhook_url" not in fields:
+            problems.append("webhook_events needs webhook_url")
+    if url is None:
+        return None, None, problems
+    return url, events or DEFAULT_WEBHOOK_EVENTS, problems
+
+
+def validate_fields(fields: dict[str, Any], upload: bytes | None, settings: Settings) -> GenerateInput:
     problems: list[str] = []
 
     prompt = fields.get("prompt")
@@ -224,8 +287,17 @@ def validate_fields(fields: dict[str, Any], upload: bytes | None) -> GenerateInp
         except ValidationError as error:
             problems.extend(format_validation_errors(error))
 
+    webhook_url, webhook_events, webhook_problems = _parse_webhook(fields, settings)
+    problems.extend(webhook_problems)
+
     if problems or model is None or parameters is None:
         raise invalid_parameters(problems)
     return GenerateInput(
-        prompt=prompt.strip(), model=model, parameters=parameters, image_url=image_url or None, upload=upload
+        prompt=prompt.strip(),
+        model=model,
+        parameters=parameters,
+        image_url=image_url or None,
+        upload=upload,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events,
     )

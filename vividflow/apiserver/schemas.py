@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Row
 
 from vividflow.apiserver.clock import iso
-from vividflow.apiserver.db.models import ApiKey, Job
+from vividflow.apiserver.db.models import ApiKey, Job, WebhookDelivery
 from vividflow.apiserver.services.keys import KEY_NAME_MAX_LENGTH, key_name_problem
 from vividflow.jobspec import JobStatus
 
@@ -184,3 +184,45 @@ class KeyList(BaseModel):
 class KeyRevoked(BaseModel):
     message: str = "API key revoked"
     id: str
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(
+        description="whsec_ and base64: verify deliveries with it (Standard Webhooks). Keep it secret."
+    )
+
+
+class WebhookDeliveryInfo(BaseModel):
+    id: int
+    webhook_id: str = Field(description="The delivery's `webhook-id` header, the same on every retry.")
+    event: str = Field(description="start, progress or completed (any end of the job).")
+    state: str = Field(
+        description="pending, delivered, failed (given up) or disabled (the receiver answered 410)."
+    )
+    attempts: int
+    last_status_code: int | None = Field(description="The receiver's last answer (null: none, or no answer).")
+    last_error: str | None = Field(description="Why the last attempt failed.")
+    next_attempt_at: str | None = Field(description="When the next attempt is due, while pending.")
+    created_at: str
+    delivered_at: str | None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryInfo:
+        return cls(
+            id=delivery.id,
+            webhook_id=delivery.message_id,
+            event=delivery.event,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            next_attempt_at=iso(delivery.next_attempt_at) if delivery.state == "pending" else None,
+            created_at=iso(delivery.created_at) or "",
+            delivered_at=iso(delivery.delivered_at),
+        )
+
+
+class WebhookDeliveryList(BaseModel):
+    job_id: str
+    count: int
+    deliveries: list[WebhookDeliveryInfo]

@@ -6,6 +6,10 @@ then goes to the vetted address itself (``Host`` header, TLS SNI and certificate
 so a second DNS answer cannot swap in another address. ``fetch_allow_hosts`` exempts hosts or
 networks (tests). The whole fetch, redirects included, has one deadline; the body is streamed and cut
 off at the size limit.
+
+The guard is reusable for other user-supplied URLs (webhook targets): :func:`check_url` vets a URL
+without DNS (at submission), :func:`vet_url` also resolves it, :func:`guarded_client` and
+:func:`send_vetted` send any request to a vetted address.
 """
 
 from __future__ import annotations
@@ -70,24 +74,33 @@ async def fetch_image_url_async(url: str, settings: Settings) -> FetchedImage:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
+    """A vetted URL and the addresses a request to it may connect to."""
+
     url: httpx.URL
     host: str  # IDNA-encoded, lower case
     addresses: list[IPAddress]
 
 
-async def _download(url: str, settings: Settings) -> tuple[bytes, str]:
-    current = url
-    async with httpx.AsyncClient(
+def guarded_client(settings: Settings, timeout: float, headers: dict[str, str]) -> httpx.AsyncClient:
+    """A client for :func:`send_vetted`: no redirects followed, no proxies, our CAs (plus
+    ``fetch_ca_bundle``)."""
+    return httpx.AsyncClient(
         verify=_ssl_context(settings.fetch_ca_bundle),
         follow_redirects=False,
         trust_env=False,  # a proxy from the environment would bypass the address checks
-        timeout=settings.fetch_timeout_seconds,
-        headers={"User-Agent": USER_AGENT, "Accept": "image/png, image/jpeg, image/webp, */*;q=0.1"},
-    ) as client:
+        timeout=timeout,
+        headers=headers,
+    )
+
+
+async def _download(url: str, settings: Settings) -> tuple[bytes, str]:
+    current = url
+    headers = {"User-Agent": USER_AGENT, "Accept": "image/png, image/jpeg, image/webp, */*;q=0.1"}
+    async with guarded_client(settings, settings.fetch_timeout_seconds, headers) as client:
         for _ in range(settings.fetch_max_redirects + 1):
-            target = await _vet(current, settings)
-            response = await _send(client, target)
+            target = await vet_url(current, settings)
+            response = await send_vetted(client, target)
             try:
                 if response.status_code in (301, 302, 303, 307, 308):
                     location = response.headers.get("location")
@@ -102,15 +115,24 @@ async def _download(url: str, settings: Settings) -> tuple[bytes, str]:
     raise FetchRefused(f"{safe_url(url)} redirected too many times (the limit is {limit})")
 
 
-async def _send(client: httpx.AsyncClient, target: _Target) -> httpx.Response:
-    """GET ``target`` at one of its vetted addresses, trying the next one when a connection fails."""
+async def send_vetted(
+    client: httpx.AsyncClient,
+    target: Target,
+    method: str = "GET",
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Send a request to ``target`` at one of its vetted addresses, trying the next one when a
+    connection fails; the response is streamed (close it)."""
     url = target.url
     failure: httpx.ConnectError | None = None
     for address in target.addresses:
         request = client.build_request(
-            "GET",
+            method,
             url.copy_with(host=str(address)),
-            headers={"Host": url.netloc.decode("ascii")},
+            headers={**(headers or {}), "Host": url.netloc.decode("ascii")},
+            content=content,
             extensions={"sni_hostname": target.host} if url.scheme == "https" else {},
         )
         try:
@@ -154,31 +176,76 @@ async def _read_body(response: httpx.Response, url: str, max_bytes: int) -> byte
     return bytes(body)
 
 
-async def _vet(url: str, settings: Settings) -> _Target:
-    """Check one hop before connecting; the addresses it may connect to."""
+@dataclass(frozen=True)
+class _Checked:
+    url: httpx.URL
+    host: str
+    exempt: bool
+    """The host is on the allow list by name."""
+    networks: tuple[IPNetwork, ...]
+
+
+def check_url(url: str, settings: Settings, noun: str = "image URL") -> httpx.URL:
+    """Vet ``url`` without resolving it: scheme, credentials, host, internal names, and a host given
+    as an address must be public; FetchRefused (its message names ``noun``) otherwise."""
+    return _check(url, settings, noun).url
+
+
+def _check(url: str, settings: Settings, noun: str) -> _Checked:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise FetchRefused("the image URL is not a valid URL") from exc
+        raise FetchRefused(f"the {noun} is not a valid URL") from exc
     allowed_schemes = {"https", "http"} if settings.fetch_allow_http else {"https"}
     if not parsed.scheme:
-        raise FetchRefused("image URLs must start with https://")
+        raise FetchRefused(f"{noun}s must start with https://")
     if parsed.scheme not in allowed_schemes:
-        raise FetchRefused(f"image URLs must use https, not {parsed.scheme}")
+        raise FetchRefused(f"{noun}s must use https, not {parsed.scheme}")
     if parsed.userinfo:
-        raise FetchRefused("image URLs must not contain credentials")
+        raise FetchRefused(f"{noun}s must not contain credentials")
     host = parsed.raw_host.decode("ascii").lower().rstrip(".")
     if not host:
-        raise FetchRefused("the image URL has no host")
+        raise FetchRefused(f"the {noun} has no host")
     allow_names, allow_networks = _allow_list(tuple(settings.fetch_allow_hosts))
-    exempt = host in allow_names
-    if not exempt and (host in _BLOCKED_NAMES or host.endswith(_BLOCKED_SUFFIXES)):
+    checked = _Checked(parsed, host, host in allow_names, allow_networks)
+    if not checked.exempt and (host in _BLOCKED_NAMES or host.endswith(_BLOCKED_SUFFIXES)):
         raise FetchRefused(f"{host} is an internal host")
-    addresses = await _resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    literal = _literal_address(host)
+    if literal is not None:
+        _refuse_private(checked, [literal])
+    return checked
+
+
+async def vet_url(url: str, settings: Settings, noun: str = "image URL") -> Target:
+    """Check one hop before connecting (:func:`check_url`, then every address the host resolves to
+    must be public); the addresses it may connect to."""
+    checked = _check(url, settings, noun)
+    parsed = checked.url
+    addresses = await _resolve(checked.host, parsed.port or (443 if parsed.scheme == "https" else 80))
+    _refuse_private(checked, addresses)
+    return Target(parsed, checked.host, addresses)
+
+
+def _refuse_private(checked: _Checked, addresses: list[IPAddress]) -> None:
     for address in addresses:
-        if not exempt and not _is_public(address) and not any(address in net for net in allow_networks):
-            raise FetchRefused(f"{host} is a private or reserved address")
-    return _Target(parsed, host, addresses)
+        if checked.exempt or _is_public(address) or any(address in net for net in checked.networks):
+            continue
+        raise FetchRefused(f"{checked.host} is a private or reserved address")
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    """The address a host written as one stands for, legacy IPv4 forms (``127.1``, ``2130706433``)
+    included, as the resolver would read them; None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if not host[:1].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:

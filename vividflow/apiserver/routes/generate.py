@@ -11,11 +11,13 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from vividflow.apiserver.deps import PrincipalDep, StateDep
-from vividflow.apiserver.generate_input import MAX_PROMPT_LENGTH, read_generate_input
+from vividflow.apiserver.generate_input import MAX_PROMPT_LENGTH, MAX_WEBHOOK_URL_LENGTH, read_generate_input
 from vividflow.apiserver.inputs import check_input
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import GenerateAccepted, JobStatusBody
 from vividflow.apiserver.services import jobs, submit
+from vividflow.apiserver.services.webhooks import DEFAULT_WEBHOOK_EVENTS as DEFAULT_EVENTS
+from vividflow.apiserver.services.webhooks import WEBHOOK_EVENTS
 from vividflow.apiserver.state import AppState
 from vividflow.jobspec import DEFAULT_MODEL, PARAMS_BY_MODEL, WAN_FRAME_COUNTS, JobStatus, ModelName
 
@@ -37,7 +39,30 @@ def _parameter_schemas(model: ModelName) -> dict[str, Any]:
     return properties
 
 
-def _request_schema(*, multipart: bool) -> dict[str, Any]:
+def _webhook_schemas(*, form: bool) -> dict[str, Any]:
+    """``webhook_url`` and ``webhook_events``: a comma list or a JSON array (in a form, its text)."""
+    name = "(?:" + "|".join(WEBHOOK_EVENTS) + ")"
+    comma_list = {"type": "string", "pattern": rf"^\s*{name}\s*(?:,\s*{name}\s*)*$"}
+    array_text = {"type": "string", "pattern": rf'^\s*\[\s*"{name}"\s*(?:,\s*"{name}"\s*)*\]\s*$'}
+    array = {"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}, "minItems": 1}
+    return {
+        "webhook_url": {
+            "type": "string",
+            "pattern": "^https://",
+            "maxLength": MAX_WEBHOOK_URL_LENGTH,
+            "description": "Where to POST the job's status on the events of webhook_events, signed per the "
+            "Standard Webhooks specification (see GET /api/v1/webhooks/secret). Public https hosts only.",
+        },
+        "webhook_events": {
+            "anyOf": [comma_list, array_text] if form else [comma_list, array_text, array],
+            "default": ",".join(DEFAULT_EVENTS),
+            "description": "Which events are sent to webhook_url: start, progress (at most one per 5 s) "
+            "and completed (any end: completed, failed or cancelled). Needs webhook_url.",
+        },
+    }
+
+
+def _request_schema(*, multipart: bool, json_body: bool = False) -> dict[str, Any]:
     """One ``oneOf`` branch per model, each closed to other fields, so that a body valid against the
     schema is one the server accepts (apart from what only fetching the image can tell)."""
     common: dict[str, Any] = {
@@ -54,6 +79,7 @@ def _request_schema(*, multipart: bool) -> dict[str, Any]:
             "description": "gs://bucket/object, https://storage.googleapis.com/bucket/object or another "
             "https URL." + (" Give this or image." if multipart else ""),
         },
+        **_webhook_schemas(form=not json_body),
     }
     if multipart:
         common["image"] = {
@@ -72,6 +98,7 @@ def _request_schema(*, multipart: bool) -> dict[str, Any]:
             "properties": {**common, "model": model_field, **_parameter_schemas(model)},
             "required": ["prompt"] if model is DEFAULT_MODEL else ["prompt", "model"],
             "additionalProperties": False,
+            "dependentRequired": {"webhook_events": ["webhook_url"]},
         }
         if multipart:
             branch["oneOf"] = [{"required": ["image"]}, {"required": ["image_url"]}]
@@ -87,7 +114,7 @@ GENERATE_OPENAPI: dict[str, Any] = {
         "content": {
             "multipart/form-data": {"schema": _request_schema(multipart=True)},
             "application/x-www-form-urlencoded": {"schema": _request_schema(multipart=False)},
-            "application/json": {"schema": _request_schema(multipart=False)},
+            "application/json": {"schema": _request_schema(multipart=False, json_body=True)},
         },
     },
     "parameters": [

@@ -11,7 +11,7 @@ from vividflow.apiserver.db.models import User
 from vividflow.apiserver.errors import ApiError, too_many_requests
 from vividflow.apiserver.generate_input import GenerateInput
 from vividflow.apiserver.inputs import CheckedInput, discard_input, keep_input
-from vividflow.apiserver.services import credits, estimates, jobs
+from vividflow.apiserver.services import credits, estimates, jobs, webhooks
 from vividflow.apiserver.services.keys import Principal
 from vividflow.apiserver.state import AppState
 from vividflow.storage import locations
@@ -68,7 +68,11 @@ def _record(
                 input_uri=input_uri,
                 output_uri=locations.output_uri_for(job_id, settings),
                 credit_day=day,
+                webhook_url=request.webhook_url,
+                webhook_events=list(request.webhook_events) if request.webhook_events else None,
             )
+            if request.webhook_url:
+                webhooks.ensure_secret(session, user.id)  # deliveries are signed from the first
             queued_ahead, processing = jobs.queue_ahead(session, job)
             recent = jobs.recent_run_seconds(session, request.model.value)
     except BaseException:
