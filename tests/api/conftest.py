@@ -67,8 +67,6 @@ def make_settings(tmp_path: Path, database_url: str) -> MakeSettings:
             "workers": 0,
             "migrate_on_start": False,
             "public_url": "http://testserver",
-            # Tests poll /status often and a loaded machine makes jobs slow; limits have tests of their own.
-            "rate_limits": ["100000/hour"],
         }
         values.update(overrides)
         return Settings(**values)

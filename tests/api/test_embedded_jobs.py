@@ -172,7 +172,8 @@ def test_restart_loses_no_job(make_settings: MakeSettings, fake_vertex: FakeVert
 def test_wan_job_through_the_api(
     make_settings: MakeSettings, tiny_wan_model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(workers=1, wan_model=str(tiny_wan_model_dir))
+    # Polling two slow CPU jobs on a loaded machine would exceed the default 500 requests/hour.
+    settings = make_settings(workers=1, wan_model=str(tiny_wan_model_dir), rate_limits=["100000/hour"])
     with TestClient(create_app(settings)) as client:
         headers = {"X-API-Key": create_api_key(client, "wanda@example.com")}
         params = {"width": 32, "height": 32, "length": 9, "steps": 2, "seed": 7}
