@@ -14,9 +14,6 @@ import asyncio
 import contextlib
 import email.utils
 import logging
-import os
-import secrets
-import socket
 from datetime import UTC, datetime
 
 import httpx
@@ -24,6 +21,7 @@ from standardwebhooks import Webhook
 
 from vividflow import __version__
 from vividflow.apiserver.clock import utcnow
+from vividflow.apiserver.identity import lease_holder
 from vividflow.apiserver.services import events, webhooks
 from vividflow.apiserver.services.events import Announced
 from vividflow.apiserver.services.webhooks import Attempt, Claimed
@@ -80,7 +78,7 @@ def signed_headers(claimed: Claimed, now: datetime) -> dict[str, str]:
 class WebhookSender:
     def __init__(self, state: AppState) -> None:
         self._state = state
-        self._owner = f"{socket.gethostname()[:60]}:{os.getpid()}:webhooks:{secrets.token_hex(4)}"
+        self._owner = lease_holder("webhooks")
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -24,9 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -34,6 +32,7 @@ from multiprocessing.process import BaseProcess
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from vividflow.apiserver.identity import lease_holder
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.runner import worker
@@ -65,11 +64,6 @@ def _crash_result(exitcode: int | None) -> RunResult:
     return RunResult.failure(
         FailureReason.WORKER_CRASHED, f"The job's worker process crashed (exit code {exitcode})."
     )
-
-
-def executor_identity() -> str:
-    """Unique per executor, and readable in the jobs table: host, process id and a random tag."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class _WorkerSlot(threading.Thread):
@@ -234,7 +228,7 @@ class LocalBackend:
         self.settings = settings
         self.session_factory = session_factory
         self.parallelism = settings.workers
-        self.identity = executor_identity()
+        self.identity = lease_holder("executor")
         self.stopping = threading.Event()
         self._work = threading.Condition()
         self._slots: list[_WorkerSlot] = []
