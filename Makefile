@@ -56,7 +56,7 @@ kube-bin:
 kube-tools:
 	$(KUBE_TOOLS)
 
-BENCHES := bench/api_load.py bench/runner_overhead.py bench/operator_scale.py
+BENCHES := bench/api_load.py bench/runner_overhead.py bench/operator_scale.py bench/events.py
 
 bench: install services-up
 	eval "$$($(SERVICES) env)"; \

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import MakeSettings, create_api_key
 from vividflow.apiserver.app import create_app
+from vividflow.apiserver.ratelimit import RateLimiter
+from vividflow.apiserver.services.keys import Principal
 
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])
@@ -86,3 +90,17 @@ def test_a_tighter_per_key_limit_shows_in_the_headers(make_settings: MakeSetting
         second = {"X-API-Key": create_api_key(client, "alice@example.com", "second")}
         response = client.get("/api/v1/usage", headers=second)
         assert response.status_code == 200 and response.headers["X-RateLimit-Remaining"] == "1"
+
+
+def test_more_requests_in_flight_than_redis_connections_wait_instead_of_failing(fresh_redis_url: str) -> None:
+    """Past its pool, a request waits for a Redis connection: no MaxConnectionsError (a 500)."""
+    limiter = RateLimiter(["100000/hour"], fresh_redis_url, redis_connections=2)
+
+    async def burst() -> list[bool]:
+        principals = [
+            Principal(user_id=f"user-{n % 5}", key_id=f"key-{n}", email="x@example.com") for n in range(60)
+        ]
+        states = await asyncio.gather(*(limiter.hit(principal) for principal in principals))
+        return [state.allowed for state in states]
+
+    assert asyncio.run(burst()) == [True] * 60

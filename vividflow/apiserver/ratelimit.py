@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
@@ -46,6 +47,12 @@ class RateLimitState:
         }
 
 
+REDIS_CONNECTIONS = 64
+"""Connections of one API process to the rate-limit Redis."""
+REDIS_WAIT_SECONDS = 10.0
+"""How long a request waits for a free Redis connection."""
+
+
 def async_storage_uri(redis_url: str | None) -> str:
     """`limits` selects its asyncio storages with an ``async+`` scheme prefix."""
     return f"async+{redis_url}" if redis_url else "async+memory://"
@@ -63,12 +70,22 @@ class RateLimiter:
         *,
         key_limits: Sequence[str] = (),
         auth_failure_limits: Sequence[str] = (),
+        redis_connections: int = REDIS_CONNECTIONS,
     ) -> None:
         self.user_items: list[RateLimitItem] = [parse(text) for text in user_limits]
         self.key_items: list[RateLimitItem] = [parse(text) for text in key_limits]
         self.auth_failure_items: list[RateLimitItem] = [parse(text) for text in auth_failure_limits]
-        # redis-py's asyncio client (a dependency already) rather than the default coredis
-        options = {"implementation": "redispy"} if redis_url else {}
+        options: dict[str, Any] = {}
+        if redis_url:
+            import redis.asyncio
+
+            # redis-py's asyncio client (a dependency already) rather than the default coredis, with
+            # a bounded pool that makes a request wait for a connection rather than fail with a 500
+            # (the default pool raises once 1000 requests are in flight).
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                redis_url, max_connections=redis_connections, timeout=REDIS_WAIT_SECONDS
+            )
+            options = {"implementation": "redispy", "connection_pool": pool}
         storage = storage_from_string(async_storage_uri(redis_url), **options)
         assert isinstance(storage, Storage)
         self.storage = storage
