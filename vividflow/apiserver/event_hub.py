@@ -44,6 +44,8 @@ SAFETY_POLL_SECONDS = 5.0
 """Polling of followed jobs while a notification channel is up."""
 QUEUE_REFRESH_SECONDS = 5.0
 """Queue positions are looked at least this often while a followed job is queued."""
+QUEUE_REFRESH_MIN_SECONDS = 1.0
+"""…and at most this often, however busy the queue (each look costs a count per followed queued job)."""
 HINTS_PER_STREAM = 64
 """Hints a stream may have waiting; past that it catches up from the database."""
 RECONNECT_SECONDS = (0.5, 10.0)
@@ -260,7 +262,8 @@ class EventHub:
                 if not moved or self._channel is None:
                     await self._poll_sequences()
                 now = time.monotonic()
-                if moved or now - last_queue_refresh >= QUEUE_REFRESH_SECONDS:
+                since = now - last_queue_refresh
+                if (moved and since >= QUEUE_REFRESH_MIN_SECONDS) or since >= QUEUE_REFRESH_SECONDS:
                     last_queue_refresh = now
                     await self._refresh_queue_positions()
                 if moved:
@@ -297,6 +300,6 @@ class EventHub:
             return function(session, *args)
 
     def _refresh(self, queued: list[tuple[str, int, int | None]]) -> None:
-        with self._session_factory.begin() as session:
-            for job_id, seq, position in queued:
+        for job_id, seq, position in queued:  # a transaction each: never a long hold of SQLite's lock
+            with self._session_factory.begin() as session:
                 events.refresh_position(session, job_id, seq, position)
