@@ -82,7 +82,6 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -514,25 +513,11 @@ def drive(plan: DrivePlan) -> DriveResult:
 
 
 def start_job(session: Any, job_id: str, owner: str) -> bool:
-    """What ``jobs.claim_next_queued`` does to the job it picks (here: a job of the bench's own, so
-    that other queued jobs of the database are never touched)."""
-    from vividflow.apiserver.clock import utcnow
-    from vividflow.apiserver.db.models import Job
+    """Start one of the bench's own jobs as an executor would (other queued jobs of the database are
+    never touched)."""
     from vividflow.apiserver.services import jobs
-    from vividflow.jobspec import JobStatus
 
-    now = utcnow()
-    return jobs.transition(
-        session,
-        job_id,
-        JobStatus.PROCESSING,
-        [JobStatus.QUEUED],
-        started_at=now,
-        progress=0,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
-        attempts=Job.attempts + 1,
-    )
+    return jobs.claim(session, job_id, owner, LEASE_SECONDS)
 
 
 # ---------------------------------------------------------------------------------------------------

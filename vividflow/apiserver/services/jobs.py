@@ -189,20 +189,25 @@ def claim_next_queued(
         job_id = session.scalar(query)
         if job_id is None:
             return None
-        now = utcnow()
-        claimed = transition(
-            session,
-            job_id,
-            JobStatus.PROCESSING,
-            [JobStatus.QUEUED],
-            started_at=now,
-            progress=0,
-            lease_owner=owner,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-        )
-        if claimed:
+        if claim(session, job_id, owner, lease_seconds):
             return get_job(session, job_id)
+
+
+def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """Start queued ``job_id`` for executor ``owner`` under a lease of ``lease_seconds``; False if it
+    is no longer queued (another executor took it, or it was cancelled)."""
+    now = utcnow()
+    return transition(
+        session,
+        job_id,
+        JobStatus.PROCESSING,
+        [JobStatus.QUEUED],
+        started_at=now,
+        progress=0,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        attempts=Job.attempts + 1,
+    )
 
 
 def renew_leases(session: Session, owner: str, lease_seconds: float) -> int:
