@@ -17,7 +17,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint services-up services-down kube-bin kube-tools bench clean
+.PHONY: install run test screenshots lint services-up services-down kube-bin kube-tools bench clean
 
 install: $(INSTALLED)
 
@@ -30,15 +30,26 @@ $(INSTALLED): pyproject.toml
 run: install
 	$(VENV)/bin/vividflow serve --host $(HOST) --port $(PORT)
 
+# The test suite's environment, the start of a recipe line (`$(TEST_ENV) $(PY) -m pytest ...`).
 # Runs against the private PostgreSQL and Redis of scripts/test-services.sh, left running afterwards
 # for the next run (`make services-down` stops them).
-# tests/kube/ finds the kube binaries and kubectl/helm through VIVID_KUBE_BIN_DIR and VIVID_TOOLS_DIR.
-test: install services-up
-	eval "$$($(SERVICES) env)"; \
+# tests/kube/ finds the kube binaries and kubectl/helm through VIVID_KUBE_BIN_DIR and VIVID_TOOLS_DIR;
+# tests/web/ finds Debian's Chromium (installed when missing) through VIVID_CHROMIUM.
+TEST_ENV = eval "$$($(SERVICES) env)"; \
 	kube_bin=$$($(KUBE_BIN) | tail -n 1); export VIVID_KUBE_BIN_DIR=$$kube_bin; \
 	tools=$$($(KUBE_TOOLS) | tail -n 1); export VIVID_TOOLS_DIR=$$tools; \
+	chromium=$$(bash scripts/browser.sh path | tail -n 1); export VIVID_CHROMIUM=$$chromium;
+
+test: install services-up
+	$(TEST_ENV) \
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
+
+# The browser tests only, saving their screenshots (the `screenshot` fixture) into docs/screenshots/.
+screenshots: install services-up
+	$(TEST_ENV) \
+	export VIVID_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots; \
+	$(PY) -m pytest tests/web $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

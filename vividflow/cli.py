@@ -1,7 +1,8 @@
-"""The ``vividflow`` command: serve the API, manage keys and the database, run the runner."""
+"""The ``vividflow`` command: serve the API, manage keys, users and the database, run the runner."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,8 +16,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Vivid Flow: image + prompt -> video.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage web app users.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 
 
 @app.command()
@@ -192,6 +195,35 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `
             raise typer.Exit(1)
         keys.revoke_key(session, key)
     typer.echo(f"revoked {key_id}")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    email: Annotated[str, typer.Argument(help="The user's email.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input (scripts).")
+    ] = False,
+) -> None:
+    """Give a user a password for the web app (or a new one); their web sessions end."""
+    from vividflow.apiserver.services import accounts, web_sessions
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        accounts.check_password_policy(password, email)
+    except accounts.PasswordRefused as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    with _session() as session:
+        user = accounts.find_user(session, email)
+        if user is None:
+            typer.echo(f"no user with email {email} (make one: `vividflow keys create --user`)", err=True)
+            raise typer.Exit(1)
+        accounts.set_password(session, user, password)
+        ended = web_sessions.end_all(session, user.id)
+    typer.echo(f"password set for {user.email}; {ended} web session(s) ended")
 
 
 def _add_client_commands() -> None:

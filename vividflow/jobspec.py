@@ -248,6 +248,19 @@ def parameter_names(model: ModelName) -> frozenset[str]:
     return frozenset(PARAMS_BY_MODEL[model].model_fields)
 
 
+def parameter_schemas(model: ModelName) -> dict[str, Any]:
+    """The model's parameters as JSON Schema properties of a request's fields (the API's OpenAPI
+    document and the web app's form are both built from this)."""
+    schema = PARAMS_BY_MODEL[model].model_json_schema(by_alias=False)
+    properties: dict[str, Any] = {}
+    for name, field in schema["properties"].items():
+        field = {k: v for k, v in field.items() if k not in ("title", "x-kubernetes-validations")}
+        if name == "length":
+            field["enum"] = list(WAN_FRAME_COUNTS)  # (length - 1) % 4 == 0, which JSON Schema cannot say
+        properties[name] = field
+    return properties
+
+
 class JobParameters(_Wire):
     """Exactly one section, the one of the job's model, is set."""
 

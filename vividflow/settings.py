@@ -97,6 +97,29 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="How often the server deletes expired inputs and results."
     )
 
+    # --- the web app and prompt enhancement ---------------------------------------------------
+    web_enabled: bool = Field(True, description="Serve the web app at / (the API stays under /api/v1).")
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Signs web session cookies; the same on every API replica (default: made once and "
+        "kept in the database).",
+    )
+    session_days: float = Field(14.0, gt=0, description="A web session ends this long after login.")
+    session_idle_hours: float = Field(72.0, gt=0, description="A web session unused this long ends.")
+    web_auth_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["20/minute"],
+        description="Log-in and registration attempts per client address and per email.",
+    )
+    web_generate_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["500/hour"],
+        description="Jobs submitted from the web app per user (apart from the API's limits).",
+    )
+    enhance_limits: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["10/minute"], description="Prompt enhancements per user (web and API)."
+    )
+    enhance_model: str = Field("gemini-2.5-flash", description="Gemini model that rewrites prompts.")
+    enhance_timeout_seconds: float = Field(30.0, gt=0, description="Time Gemini has to suggest a prompt.")
+
     # --- the client commands (`vividflow generate/status/cancel/history`) ----------------------
     api_url: str = Field("http://127.0.0.1:8000", description="The server the client commands talk to.")
     api_key: SecretStr | None = Field(None, description="The API key of the client commands.")
@@ -210,6 +233,9 @@ class Settings(BaseSettings):
         "fetch_allow_hosts",
         "forwarded_allow_ips",
         "webhook_retry_seconds",
+        "web_auth_limits",
+        "web_generate_limits",
+        "enhance_limits",
         mode="before",
     )
     @classmethod

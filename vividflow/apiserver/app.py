@@ -21,7 +21,7 @@ DESCRIPTION = """Turn an image and a prompt into a video with **wan2.1** (Wan 2.
 **veo3.1** (Google Veo 3.1). Submit with `POST /api/v1/generate`, then poll `GET /api/v1/status/{id}`.
 Every `/api/v1` call needs an `X-API-Key` header. Errors answer `{"error": ..., "details": [...]}`."""
 
-UPLOAD_PATHS = ("/api/v1/generate",)
+UPLOAD_PATHS = ("/api/v1/generate", "/generate")
 """Where multipart bodies may carry an image (they get the image size limit)."""
 
 
@@ -55,6 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(health.router)
     app.include_router(files.router)
+    if settings.web_enabled:
+        from vividflow.web.install import install_web
+
+        install_web(app)
 
     app.add_middleware(
         BodyGuard,

@@ -9,9 +9,12 @@ from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
-from vividflow.apiserver.errors import ApiError, too_many_requests, unauthorized
+from vividflow.apiserver.errors import ApiError, forbidden, too_many_requests, unauthorized
 from vividflow.apiserver.ratelimit import RateLimitState
+from vividflow.apiserver.services import web_sessions
 from vividflow.apiserver.services.keys import Principal
+from vividflow.apiserver.services.web_sessions import SessionUser
+from vividflow.apiserver.sessions import CSRF_HEADER, SAFE_METHODS, cross_site, csrf_subject
 from vividflow.apiserver.state import AppState
 from vividflow.settings import Settings
 
@@ -84,3 +87,42 @@ async def current_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def session_user(request: Request, state: StateDep) -> SessionUser | None:
+    """The logged-in web user of the request's session cookie, if any."""
+    token = state.session_keys.session_token(request)
+    if token is None:
+        return None
+    return await state.run_db(_resolve_session, state, token)
+
+
+def _resolve_session(state: AppState, token: str) -> SessionUser | None:
+    with state.session_factory.begin() as session:
+        return web_sessions.resolve(session, token, state.session_keys.idle)
+
+
+async def current_caller(
+    request: Request,
+    state: StateDep,
+    response: Response,
+    api_key: Annotated[str | None, Security(api_key_header)] = None,
+) -> Principal:
+    """An API key, or else the web app's session: for the few ``/api/v1`` endpoints its pages call.
+    A session's state-changing requests must carry its CSRF token in the X-CSRF-Token header and
+    come from this site; they are not counted against the API's rate limits (the page's own are)."""
+    if api_key:
+        return await current_principal(request, state, response, api_key)
+    user = await session_user(request, state)
+    if user is None:
+        raise unauthorized("Send your API key in the X-API-Key header.")
+    if request.method not in SAFE_METHODS:
+        keys = state.session_keys
+        supplied = request.headers.get(CSRF_HEADER)
+        if cross_site(request, keys.public_origin) or not keys.csrf_valid(csrf_subject(user, None), supplied):
+            raise forbidden("The request did not carry this page's CSRF token; reload the page.")
+    return Principal(user_id=user.user_id, key_id=None, email=user.email)
+
+
+CallerDep = Annotated[Principal, Depends(current_caller)]
+"""An API key or a web session (with CSRF checks): only for endpoints the web pages call."""

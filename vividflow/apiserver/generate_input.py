@@ -67,7 +67,7 @@ async def read_generate_input(request: Request, settings: Settings) -> GenerateI
     if content_type == "application/json":
         fields = await _json_fields(request)
     elif content_type in FORM_TYPES:
-        fields, upload = await _form_fields(request, settings)
+        fields, upload = await read_form_fields(request, settings)
     else:
         raise ApiError(
             415,
@@ -98,7 +98,7 @@ async def _json_fields(request: Request) -> dict[str, Any]:
     return {key: value for key, value in payload.items() if value is not None}
 
 
-async def _form_fields(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes | None]:
+async def read_form_fields(request: Request, settings: Settings) -> tuple[dict[str, Any], bytes | None]:
     fields: dict[str, Any] = {}
     upload: bytes | None = None
     problems: list[str] = []
@@ -111,6 +111,8 @@ async def _form_fields(request: Request, settings: Settings) -> tuple[dict[str, 
                 if key in fields or (key == "image" and upload is not None):
                     problems.append(f"{key} is given more than once")
                 elif isinstance(value, UploadFile):
+                    if key == "image" and not value.filename and not value.size:
+                        continue  # a file input left empty: browsers send it as an empty, unnamed file
                     if key == "image":
                         upload = await value.read(settings.max_upload_bytes + 1)
                     else:

@@ -75,6 +75,7 @@ class RateLimiter:
         self.user_items: list[RateLimitItem] = [parse(text) for text in user_limits]
         self.key_items: list[RateLimitItem] = [parse(text) for text in key_limits]
         self.auth_failure_items: list[RateLimitItem] = [parse(text) for text in auth_failure_limits]
+        self._parsed_cache: dict[tuple[str, ...], list[RateLimitItem]] = {}
         options: dict[str, Any] = {}
         if redis_url:
             import redis.asyncio
@@ -95,8 +96,25 @@ class RateLimiter:
         """Count one request of ``principal``; the state of the window closest to running out (or of
         the one that refused it)."""
         windows: list[Window] = [(item, "user", principal.user_id) for item in self.user_items]
-        windows += [(item, "api-key", principal.key_id) for item in self.key_items]
+        if principal.key_id is not None:
+            windows += [(item, "api-key", principal.key_id) for item in self.key_items]
         return await self._tightest(windows, count=True)
+
+    async def hit_windows(
+        self, namespace: str, limits: Sequence[str], subjects: Sequence[str]
+    ) -> RateLimitState:
+        """Count one request against each of ``limits`` for every subject (for example an address
+        and an email), apart from the API's windows; the tightest (or refusing) state."""
+        items = self._parsed(limits)
+        windows: list[Window] = [(item, namespace, subject) for subject in subjects for item in items]
+        return await self._tightest(windows, count=True)
+
+    def _parsed(self, limits: Sequence[str]) -> list[RateLimitItem]:
+        key = tuple(limits)
+        items = self._parsed_cache.get(key)
+        if items is None:
+            items = self._parsed_cache[key] = [parse(text) for text in limits]
+        return items
 
     async def auth_allowed(self, address: str) -> RateLimitState:
         """Whether ``address`` may still try a key (nothing is counted)."""

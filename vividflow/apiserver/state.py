@@ -17,6 +17,8 @@ from vividflow.apiserver.backends.base import JobBackend
 from vividflow.apiserver.db.session import make_engine, make_read_engine, make_session_factory
 from vividflow.apiserver.event_hub import EventHub
 from vividflow.apiserver.ratelimit import RateLimiter
+from vividflow.apiserver.services import web_sessions
+from vividflow.apiserver.sessions import SessionKeys
 from vividflow.apiserver.slots import UserSlots
 from vividflow.settings import Settings
 
@@ -45,6 +47,8 @@ class AppState:
     stream_slots: UserSlots
     """Status streams open per user."""
     event_hub: EventHub
+    session_keys: SessionKeys
+    """Signs web session cookies and derives CSRF tokens."""
 
     async def run_db(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -71,6 +75,11 @@ class AppState:
         engine = make_engine(settings.resolved_database_url)
         session_factory = make_session_factory(engine)
         db_executor = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="vividflow-db")
+        if settings.session_secret is not None:
+            session_secret = settings.session_secret.get_secret_value()
+        else:
+            with session_factory.begin() as session:
+                session_secret = web_sessions.server_secret(session, web_sessions.SESSION_SIGNING_SECRET)
         return cls(
             settings=settings,
             engine=engine,
@@ -97,6 +106,7 @@ class AppState:
                 "At most {limit} status streams may be open at once; close one first.",
             ),
             event_hub=EventHub(settings, session_factory, db_executor),
+            session_keys=SessionKeys(session_secret, settings),
         )
 
 

@@ -1,4 +1,4 @@
-"""Tables: users, their hashed API keys, and jobs (the API's record of every request)."""
+"""Tables: users, their hashed API keys and web sessions, and jobs (the API's record of every request)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ class User(Base):
     webhook_previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
     webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(default=None)
     """The previous secret keeps signing for a while after a rotation (see services.webhooks)."""
+    password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    """Argon2id (services.accounts); None for users made by `vividflow keys create --user`."""
+    password_changed_at: Mapped[datetime | None] = mapped_column(default=None)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 
@@ -168,3 +171,28 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebSession(Base):
+    """A logged-in browser: the cookie carries the token, this row its digest, so that logging out
+    or changing the password ends the session everywhere at once."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class ServerSecret(Base):
+    """Secrets the server makes for itself when none is configured (the session signing key), kept
+    here so that every replica uses the same one."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]

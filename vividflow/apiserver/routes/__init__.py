@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from vividflow.apiserver.routes import events, files, generate, health, jobs, keys, usage, webhooks
+from vividflow.apiserver.routes import enhance, events, files, generate, health, jobs, keys, usage, webhooks
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (generate, jobs, events, usage, keys, webhooks):
+for module in (generate, enhance, jobs, events, usage, keys, webhooks):
     api_router.include_router(module.router)
 
 __all__ = ["api_router", "files", "health"]

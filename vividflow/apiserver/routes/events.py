@@ -16,7 +16,7 @@ import anyio
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from vividflow.apiserver.deps import PrincipalDep, StateDep
+from vividflow.apiserver.deps import CallerDep, StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.event_hub import StreamClosed, Subscription
 from vividflow.apiserver.routes.common import error_responses
@@ -52,7 +52,7 @@ Event = tuple[int, dict[str, Any]]
 async def job_events(
     job_id: str,
     state: StateDep,
-    principal: PrincipalDep,
+    principal: CallerDep,
     last_event_id: Annotated[
         str | None,
         Header(description="Resume after this event (the `id` of the last event received)."),

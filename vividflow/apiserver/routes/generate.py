@@ -19,24 +19,12 @@ from vividflow.apiserver.services import jobs, submit
 from vividflow.apiserver.services.webhooks import DEFAULT_WEBHOOK_EVENTS as DEFAULT_EVENTS
 from vividflow.apiserver.services.webhooks import WEBHOOK_EVENTS
 from vividflow.apiserver.state import AppState
-from vividflow.jobspec import DEFAULT_MODEL, PARAMS_BY_MODEL, WAN_FRAME_COUNTS, JobStatus, ModelName
+from vividflow.jobspec import DEFAULT_MODEL, JobStatus, ModelName, parameter_schemas
 
 router = APIRouter(tags=["jobs"])
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)", re.IGNORECASE)
 WAIT_POLL_SECONDS = 0.25
-
-
-def _parameter_schemas(model: ModelName) -> dict[str, Any]:
-    """The model's parameters as the JSON Schema of the request fields (from jobspec)."""
-    schema = PARAMS_BY_MODEL[model].model_json_schema(by_alias=False)
-    properties: dict[str, Any] = {}
-    for name, field in schema["properties"].items():
-        field = {k: v for k, v in field.items() if k not in ("title", "x-kubernetes-validations")}
-        if name == "length":
-            field["enum"] = list(WAN_FRAME_COUNTS)  # (length - 1) % 4 == 0, which JSON Schema cannot say
-        properties[name] = field
-    return properties
 
 
 def _webhook_schemas(*, form: bool) -> dict[str, Any]:
@@ -95,7 +83,7 @@ def _request_schema(*, multipart: bool, json_body: bool = False) -> dict[str, An
         branch: dict[str, Any] = {
             "title": model.value,
             "type": "object",
-            "properties": {**common, "model": model_field, **_parameter_schemas(model)},
+            "properties": {**common, "model": model_field, **parameter_schemas(model)},
             "required": ["prompt"] if model is DEFAULT_MODEL else ["prompt", "model"],
             "additionalProperties": False,
             "dependentRequired": {"webhook_events": ["webhook_url"]},

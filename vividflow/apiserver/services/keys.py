@@ -24,15 +24,16 @@ class CreatedKey:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: resolved from a valid, unrevoked key."""
+    """Who is calling: resolved from a valid, unrevoked key, or from a web session (no key)."""
 
     user_id: str
-    key_id: str
+    key_id: str | None
     email: str
 
 
 def get_or_create_user(session: Session, email: str) -> User:
-    user = session.scalar(select(User).where(User.email == email))
+    """The user with this email (compared without case, as the web app's log-in does), or a new one."""
+    user = session.scalars(select(User).where(func.lower(User.email) == email.strip().lower())).first()
     if user is None:
         user = User(id=str(uuid.uuid4()), email=email, created_at=utcnow(), credits_used=0)
         session.add(user)

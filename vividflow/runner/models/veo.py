@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import google.auth
 import requests
 from google import genai
 from google.api_core.exceptions import GoogleAPIError
@@ -32,6 +31,7 @@ from google.auth.exceptions import GoogleAuthError
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from vividflow.genai_client import VertexClientError, VertexNotConfigured, make_vertex_client
 from vividflow.jobspec import VeoParams
 from vividflow.runner.errors import (
     Cancelled,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _REQUEST_TIMEOUT_MS = 120_000
 """Per HTTP request (submit or poll), so a hung connection cannot outlive the job's deadline by much."""
 _CANCEL_CHECK_SECONDS = 1.0
@@ -243,35 +242,15 @@ class VeoModel:
         ``credentials`` or, by default, application default credentials, resolved here so that a
         missing setup fails at load instead of at the first job.
         """
-        http_options = types.HttpOptions(timeout=_REQUEST_TIMEOUT_MS)
-        if settings.vertex_base_url:
-            http_options.base_url = settings.vertex_base_url
         try:
-            if settings.vertex_api_key is not None:
-                client = genai.Client(
-                    vertexai=True,
-                    api_key=settings.vertex_api_key.get_secret_value(),
-                    http_options=http_options,
-                )
-            else:
-                if not settings.vertex_project:
-                    raise ModelLoadFailed(
-                        "Veo needs VIVID_VERTEX_PROJECT (with application default credentials) "
-                        "or VIVID_VERTEX_API_KEY"
-                    )
-                if credentials is None:
-                    credentials, _ = google.auth.default(scopes=[_CLOUD_PLATFORM_SCOPE])
-                client = genai.Client(
-                    vertexai=True,
-                    project=settings.vertex_project,
-                    location=settings.vertex_location,
-                    credentials=credentials,
-                    http_options=http_options,
-                )
-        except GoogleAuthError as exc:
-            raise ModelLoadFailed(f"No Google Cloud credentials for Vertex AI: {_short(exc)}") from None
-        except ValueError as exc:
-            raise ModelLoadFailed(f"Could not set up the Vertex AI client: {_short(exc)}") from None
+            client = make_vertex_client(settings, credentials=credentials, timeout_ms=_REQUEST_TIMEOUT_MS)
+        except VertexNotConfigured:
+            raise ModelLoadFailed(
+                "Veo needs VIVID_VERTEX_PROJECT (with application default credentials) "
+                "or VIVID_VERTEX_API_KEY"
+            ) from None
+        except VertexClientError as exc:
+            raise ModelLoadFailed(exc.message) from None
         return cls(client, settings)
 
     def generate(
