@@ -210,6 +210,24 @@ def test_the_runner_status_policy_can_be_left_out(helm: Path) -> None:
     assert not [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
+def test_the_api_gets_vertex_settings_and_its_env_secret(helm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt enhancement runs in the API: it needs the Vertex AI settings (and a key, when one is used)."""
+    sets = {
+        "vertex.project": "demo-project",
+        "vertex.baseURL": "http://fake-vertex",
+        "api.envSecret": "api-extra",
+    }
+    objects = render(helm, sets=sets)
+    settings = configmap_settings(objects, monkeypatch)
+    assert settings.vertex_project == "demo-project" and settings.vertex_base_url == "http://fake-vertex"
+    api = find(objects, "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "api-extra"}} in api["envFrom"]
+    default_api = find(render(helm), "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert all("secretRef" not in source for source in default_api["envFrom"])
+
+
 def test_no_peering_rule_when_standalone(helm: Path) -> None:
     objects = render(helm, sets={"operator.peering.enabled": False})
     role = find(objects, "Role", f"{FULLNAME}-operator")
@@ -251,6 +269,14 @@ def test_configmap_is_what_the_settings_read(
     assert settings.max_url_fetches_per_user == values["api"]["maxURLFetchesPerUser"]
     assert settings.max_streams_per_user == values["api"]["maxStreamsPerUser"]
     assert settings.result_retention_days == values["api"]["resultRetentionDays"]
+    web = values["api"]["web"]
+    assert settings.web_enabled == web["enabled"]
+    assert settings.web_auth_limits == web["authLimits"]
+    assert settings.web_generate_limits == web["generateLimits"]
+    assert settings.enhance_limits == web["enhanceLimits"]
+    assert settings.enhance_model == web["enhanceModel"]
+    assert settings.vertex_location == values["vertex"]["location"]
+    assert settings.vertex_project == (values["vertex"]["project"] or None)
     connections = values["api"]["connections"]
     assert settings.max_header_bytes == connections["maxHeaderBytes"]
     assert settings.header_timeout_seconds == connections["headerTimeoutSeconds"]
