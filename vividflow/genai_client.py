@@ -12,6 +12,8 @@ Two ways to authenticate, from the settings:
 
 from __future__ import annotations
 
+import importlib
+
 import google.auth
 from google import genai
 from google.auth.credentials import Credentials
@@ -106,3 +108,19 @@ def make_vertex_client(
 def _redact(exc: Exception, secret: str | None) -> str:
     text = str(exc)
     return text.replace(secret, "***") if secret else text
+
+
+def _sdk_exceptions(attribute: str) -> list[type[Exception]]:
+    """``attribute`` of the SDK's HTTP clients: httpx, or its fork httpx2 when installed."""
+    found: list[type[Exception]] = []
+    for module in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(module).__dict__[attribute])
+        except (ImportError, KeyError):
+            continue
+    return found
+
+
+SDK_NETWORK_ERRORS: tuple[type[Exception], ...] = tuple(_sdk_exceptions("HTTPError"))
+"""Transport errors of google-genai's HTTP client."""
+SDK_TIMEOUT_ERRORS: tuple[type[Exception], ...] = tuple(_sdk_exceptions("TimeoutException"))

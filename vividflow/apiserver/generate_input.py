@@ -245,15 +245,22 @@ def _parse_webhook(
     return url, events or DEFAULT_WEBHOOK_EVENTS, problems
 
 
+def read_prompt(value: Any) -> tuple[str, str | None]:
+    """A request's prompt, and what is wrong with it (None when nothing): required text within
+    the job's length limit."""
+    if not isinstance(value, str) or not value.strip():
+        return "", "prompt is required (text)"
+    if len(value) > MAX_PROMPT_LENGTH:
+        return value, f"prompt must be at most {MAX_PROMPT_LENGTH} characters"
+    return value, None
+
+
 def validate_fields(fields: dict[str, Any], upload: bytes | None, settings: Settings) -> GenerateInput:
     problems: list[str] = []
 
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        problems.append("prompt is required (text)")
-        prompt = ""
-    elif len(prompt) > MAX_PROMPT_LENGTH:
-        problems.append(f"prompt must be at most {MAX_PROMPT_LENGTH} characters")
+    prompt, problem = read_prompt(fields.get("prompt"))
+    if problem is not None:
+        problems.append(problem)
 
     model: ModelName | None = DEFAULT_MODEL
     if "model" in fields:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from vividflow.apiserver.deps import CallerDep, StateDep
 from vividflow.apiserver.errors import ApiError, invalid_parameters, too_many_requests
-from vividflow.apiserver.generate_input import MAX_PROMPT_LENGTH, parse_json_object
+from vividflow.apiserver.generate_input import MAX_PROMPT_LENGTH, parse_json_object, read_prompt
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import ErrorBody
 from vividflow.apiserver.services.enhance import (
@@ -86,12 +86,9 @@ def read_enhance_input(payload: dict[str, Any]) -> tuple[str, ModelName]:
     """The prompt (trimmed) and model of a JSON body, or a 400 listing every problem."""
     problems: list[str] = []
     fields = {key: value for key, value in payload.items() if value is not None}
-    prompt = fields.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        problems.append("prompt is required (text)")
-        prompt = ""
-    elif len(prompt) > MAX_PROMPT_LENGTH:
-        problems.append(f"prompt must be at most {MAX_PROMPT_LENGTH} characters")
+    prompt, problem = read_prompt(fields.get("prompt"))
+    if problem is not None:
+        problems.append(problem)
     model = DEFAULT_MODEL
     if "model" in fields:
         try:

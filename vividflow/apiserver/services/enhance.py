@@ -10,7 +10,6 @@ The calls block: run :meth:`PromptEnhancer.enhance` on a worker thread.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -24,6 +23,8 @@ from google.genai import types
 
 from vividflow.genai_client import (
     NOT_CONFIGURED,
+    SDK_NETWORK_ERRORS,
+    SDK_TIMEOUT_ERRORS,
     VertexClientError,
     VertexCredentialsMissing,
     VertexNotConfigured,
@@ -62,30 +63,9 @@ _MODEL_GUIDANCE: dict[ModelName, str] = {
 }
 
 
-def _network_errors() -> tuple[type[Exception], ...]:
-    """Transport errors of the SDK's HTTP clients (httpx, or its fork httpx2), and of requests
-    (project mode sends through google-auth's AuthorizedSession)."""
-    found: list[type[Exception]] = [requests.RequestException, OSError]
-    for module in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(module).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-def _timeout_errors() -> tuple[type[Exception], ...]:
-    found: list[type[Exception]] = [requests.Timeout, TimeoutError]
-    for module in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(module).TimeoutException)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-_NETWORK_ERRORS = _network_errors()
-_TIMEOUT_ERRORS = _timeout_errors()
+_NETWORK_ERRORS: tuple[type[Exception], ...] = (*SDK_NETWORK_ERRORS, requests.RequestException, OSError)
+"""Also requests': project mode sends through google-auth's AuthorizedSession."""
+_TIMEOUT_ERRORS: tuple[type[Exception], ...] = (*SDK_TIMEOUT_ERRORS, requests.Timeout, TimeoutError)
 
 
 class EnhanceError(Exception):

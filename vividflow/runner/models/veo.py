@@ -15,7 +15,6 @@ prefix clears such leftovers).
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import math
 import time
@@ -31,7 +30,12 @@ from google.auth.exceptions import GoogleAuthError
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from vividflow.genai_client import VertexClientError, VertexNotConfigured, make_vertex_client
+from vividflow.genai_client import (
+    SDK_NETWORK_ERRORS,
+    VertexClientError,
+    VertexNotConfigured,
+    make_vertex_client,
+)
 from vividflow.jobspec import VeoParams
 from vividflow.runner.errors import (
     Cancelled,
@@ -92,18 +96,7 @@ _TRANSIENT_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 StorageFactory = Callable[[], "storage.Client"]
 
 
-def _network_errors() -> tuple[type[Exception], ...]:
-    """Transport errors of the SDK's HTTP client: httpx, or its fork httpx2 when installed."""
-    found: list[type[Exception]] = []
-    for module in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(module).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-_NETWORK_ERRORS = _network_errors()
+_NETWORK_ERRORS = SDK_NETWORK_ERRORS
 
 
 class _TransientUpstreamError(UpstreamError):
