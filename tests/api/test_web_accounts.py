@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,15 @@ def test_password_hashes_are_argon2id_and_verify() -> None:
     assert digest.startswith("$argon2id$")
     user = User(id="u", email="x@example.com", password_hash=digest)
     assert accounts.verify_password(user, PASSWORD) and not accounts.verify_password(user, OTHER_PASSWORD)
+
+
+@pytest.mark.parametrize("column", ["last_seen_at", "expires_at"])
+def test_idle_and_expired_sessions_end(client: TestClient, column: str) -> None:
+    signed_up(client, f"{column}@example.com")
+    assert client.get("/account").status_code == 200
+    with app_state(client).session_factory.begin() as session:
+        row = session.scalars(select(WebSession)).one()
+        past = row.created_at - timedelta(days=30)
+        setattr(row, column, past)
+    answer = client.get("/account", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
