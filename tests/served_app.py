@@ -29,9 +29,11 @@ from vividflow.settings import Settings
 
 
 @contextmanager
-def served_app(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
-    """Serve ``app`` (its lifespan included) until the block ends; its base URL."""
-    port = free_port()
+def served_app(app: FastAPI, timeout: float = 60.0, port: int | None = None) -> Iterator[str]:
+    """Serve ``app`` (its lifespan included) until the block ends; its base URL. ``port`` (default: a
+    free one) lets a test know the URL before the app is made, e.g. for ``Settings.public_url``."""
+    if port is None:
+        port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="served-app", daemon=True)

@@ -217,6 +217,9 @@ def test_keys_from_the_account_page(client: TestClient) -> None:
     revoked = post_form(client, "/account", f"/account/keys/{key_id.group(1)}/revoke", {"confirm": "yes"})
     assert revoked.status_code == 303
     assert client.get("/api/v1/usage", headers={"X-API-Key": key}).status_code == 401
+    listed = client.get("/account").text
+    assert '<span class="badge">revoked</span>' in listed
+    assert f"/account/keys/{key_id.group(1)}/revoke" not in listed
     bad_name = post_form(client, "/account", "/account/keys", {"name": "a<b>"})
     assert bad_name.status_code == 400 and "must not contain &lt; or &gt;" in bad_name.text
     other = signed_up(TestClient(client.app), "other-keys@example.com")
