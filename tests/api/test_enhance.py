@@ -3,6 +3,7 @@ Vertex AI (Gemini's ``generateContent``)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,19 @@ def app_client(settings: Settings) -> Iterator[TestClient]:
 
 def post(client: TestClient, headers: dict[str, str], body: Any) -> Any:
     return client.post(URL, json=body, headers=headers)
+
+
+def unavailable_answer(settings: Settings, fake_vertex: FakeVertex) -> dict[str, Any]:
+    """The 503 body of an enhancement request on a server without usable Vertex AI credentials
+    (Google is not called)."""
+    with app_client(settings) as client:
+        headers = {"X-API-Key": create_api_key(client, "alice@example.com")}
+        response = post(client, headers, {"prompt": PROMPT})
+    assert response.status_code == 503
+    body: dict[str, Any] = response.json()
+    assert body["error"] == "Prompt enhancement is not available"
+    assert fake_vertex.requests == []
+    return body
 
 
 # --- success ---------------------------------------------------------------------------------
@@ -162,16 +176,9 @@ def test_without_credentials_answers_503_without_calling_google(
         **{**vertex_settings(fake_vertex), "vertex_api_key": None, "vertex_project": None}
     )
     assert not enhance_available(settings)
-    with app_client(settings) as client:
-        headers = {"X-API-Key": create_api_key(client, "alice@example.com")}
-        response = post(client, headers, {"prompt": PROMPT})
-
-        assert response.status_code == 503
-        body = response.json()
-        assert body["error"] == "Prompt enhancement is not available"
-        [detail] = body["details"]
-        assert "VIVID_VERTEX_PROJECT" in detail and "VIVID_VERTEX_API_KEY" in detail
-        assert fake_vertex.requests == []
+    body = unavailable_answer(settings, fake_vertex)
+    [detail] = body["details"]
+    assert "VIVID_VERTEX_PROJECT" in detail and "VIVID_VERTEX_API_KEY" in detail
 
 
 def test_project_without_adc_answers_503(
@@ -184,15 +191,8 @@ def test_project_without_adc_answers_503(
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
     settings = make_settings(**vertex_settings(fake_vertex, express=False))
     assert enhance_available(settings)
-    with app_client(settings) as client:
-        headers = {"X-API-Key": create_api_key(client, "alice@example.com")}
-        response = post(client, headers, {"prompt": PROMPT})
-
-        assert response.status_code == 503
-        body = response.json()
-        assert body["error"] == "Prompt enhancement is not available"
-        assert "credentials" in body["details"][0] and str(tmp_path) not in response.text
-        assert fake_vertex.requests == []
+    body = unavailable_answer(settings, fake_vertex)
+    assert "credentials" in body["details"][0] and str(tmp_path) not in json.dumps(body)
 
 
 def test_enhance_available_needs_a_key_or_a_project() -> None:

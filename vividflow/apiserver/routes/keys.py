@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 
 from vividflow.apiserver.db.models import ApiKey, User
 from vividflow.apiserver.deps import PrincipalDep, SessionDep, SettingsDep, StateDep
@@ -10,8 +11,19 @@ from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import KeyCreated, KeyCreateRequest, KeyInfo, KeyList, KeyRevoked
 from vividflow.apiserver.services import keys
+from vividflow.apiserver.services.keys import Principal
 
 router = APIRouter(tags=["account"])
+
+
+def owned_key(session: Session, principal: Principal, key_id: str) -> ApiKey:
+    """The caller's key ``key_id``: 404 if there is none, 403 if it is another user's."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise not_found(f"No API key with id {key_id}.")
+    if key.user_id != principal.user_id:
+        raise forbidden("This API key belongs to another user.")
+    return key
 
 
 @router.get("/keys", response_model=KeyList, summary="Your API keys", responses=error_responses())
@@ -56,11 +68,7 @@ def create_key(
     responses=error_responses(403, 404),
 )
 def revoke_key(key_id: str, session: SessionDep, principal: PrincipalDep, state: StateDep) -> KeyRevoked:
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise not_found(f"No API key with id {key_id}.")
-    if key.user_id != principal.user_id:
-        raise forbidden("This API key belongs to another user.")
+    key = owned_key(session, principal, key_id)
     keys.revoke_key(session, key)
     session.commit()
     state.authenticator.forget(key.id)

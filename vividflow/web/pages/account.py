@@ -7,12 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from vividflow.apiserver.db.models import ApiKey, User
+from vividflow.apiserver.db.models import User
 from vividflow.apiserver.deps import StateDep
-from vividflow.apiserver.errors import forbidden, not_found
+from vividflow.apiserver.routes.keys import owned_key
 from vividflow.apiserver.schemas import KeyInfo
 from vividflow.apiserver.services import accounts, keys, web_sessions, webhooks
 from vividflow.apiserver.services.usage import usage_for
@@ -22,7 +21,7 @@ from vividflow.apiserver.state import AppState
 from vividflow.web.page_route import PageRoute
 from vividflow.web.pages.forms import read_form
 from vividflow.web.templating import render
-from vividflow.web.visitors import VisitorDep, check_csrf, signed_in
+from vividflow.web.visitors import VisitorDep, check_csrf, principal_of, signed_in
 
 router = APIRouter(route_class=PageRoute)
 
@@ -109,23 +108,14 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, visitor: Vi
     return RedirectResponse("/account?done=revoked", status_code=303)
 
 
-def _owned_key(session: Session, user: SessionUser, key_id: str) -> ApiKey:
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise not_found(f"No API key with id {key_id}.")
-    if key.user_id != user.user_id:
-        raise forbidden("This API key belongs to another user.")
-    return key
-
-
 def _owned_key_info(state: AppState, user: SessionUser, key_id: str) -> KeyInfo:
     with state.session_factory() as session:
-        return KeyInfo.of(_owned_key(session, user, key_id))
+        return KeyInfo.of(owned_key(session, principal_of(user), key_id))
 
 
 def _revoke(state: AppState, user: SessionUser, key_id: str) -> None:
     with state.session_factory.begin() as session:
-        keys.revoke_key(session, _owned_key(session, user, key_id))
+        keys.revoke_key(session, owned_key(session, principal_of(user), key_id))
 
 
 @router.post("/account/password")

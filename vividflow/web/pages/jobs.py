@@ -16,6 +16,7 @@ from starlette.responses import Response
 from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.deps import StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
+from vividflow.apiserver.routes.jobs import owned_job
 from vividflow.apiserver.schemas import JobStatusBody
 from vividflow.apiserver.services import jobs
 from vividflow.apiserver.services.web_sessions import SessionUser
@@ -25,20 +26,12 @@ from vividflow.jobspec import JobStatus
 from vividflow.web.page_route import PageRoute
 from vividflow.web.pages.forms import read_form
 from vividflow.web.templating import render
-from vividflow.web.visitors import VisitorDep, check_csrf, signed_in
+from vividflow.web.visitors import VisitorDep, check_csrf, principal_of, signed_in
 
 router = APIRouter(route_class=PageRoute)
 
 PAGE_SIZE = 12
 STATUS_FILTERS = tuple(status.value for status in JobStatus)
-
-
-def _owned(job: Job | None, user: SessionUser, job_id: str) -> Job:
-    if job is None:
-        raise not_found(f"No job with id {job_id}.")
-    if job.user_id != user.user_id:
-        raise forbidden("This job belongs to another user.")
-    return job
 
 
 def _job_view(state: AppState, user: SessionUser, job_id: str) -> dict[str, Any]:
@@ -80,7 +73,7 @@ async def cancel(job_id: str, request: Request, state: StateDep, visitor: Visito
 
 def _cancel(state: AppState, user: SessionUser, job_id: str, running: bool) -> None:
     with state.session_factory() as session:
-        job = _owned(jobs.get_job(session, job_id), user, job_id)
+        job = owned_job(session, principal_of(user), job_id)
         cancelled = jobs.cancel_running(session, job) if running else jobs.cancel_queued(session, job)
         session.commit()
         if not cancelled:
