@@ -34,11 +34,13 @@ run: install
 # Runs against the private PostgreSQL and Redis of scripts/test-services.sh, left running afterwards
 # for the next run (`make services-down` stops them).
 # tests/kube/ finds the kube binaries and kubectl/helm through VIVID_KUBE_BIN_DIR and VIVID_TOOLS_DIR;
-# tests/web/ finds Debian's Chromium (installed when missing) through VIVID_CHROMIUM.
+# tests/web/ finds Debian's Chromium (installed when missing) through VIVID_CHROMIUM, and the metrics and
+# chart tests Debian's prometheus + promtool through VIVID_PROMETHEUS_DIR.
 TEST_ENV = eval "$$($(SERVICES) env)"; \
 	kube_bin=$$($(KUBE_BIN) | tail -n 1); export VIVID_KUBE_BIN_DIR=$$kube_bin; \
 	tools=$$($(KUBE_TOOLS) | tail -n 1); export VIVID_TOOLS_DIR=$$tools; \
-	chromium=$$(bash scripts/browser.sh path | tail -n 1); export VIVID_CHROMIUM=$$chromium;
+	chromium=$$(bash scripts/browser.sh path | tail -n 1); export VIVID_CHROMIUM=$$chromium; \
+	prometheus=$$(bash scripts/prometheus.sh path | tail -n 1); export VIVID_PROMETHEUS_DIR=$$prometheus;
 
 test: install services-up
 	$(TEST_ENV) \

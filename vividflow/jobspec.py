@@ -328,6 +328,13 @@ class JobMetrics(_Wire):
     generation_time: float = Field(description="The model's own run.")
     total_time: float = Field(description="Job creation to completion.")
     upload_time: float = Field(0.0, description="Writing the result to its destination.")
+    model_load_time: float | None = Field(
+        None, description="Loading the model, when this job loaded it (a warm runner reuses it)."
+    )
+    step_time: float | None = Field(None, description="Mean time of one diffusion step (wan2.1).")
+    peak_gpu_memory_bytes: int | None = Field(
+        None, ge=0, description="Peak GPU memory the job allocated (wan2.1 on a GPU)."
+    )
 
 
 class RunResult(_Wire):

@@ -142,6 +142,21 @@ class Settings(BaseSettings):
         description="Proxies trusted for X-Forwarded-For/-Proto (the client address of limits and logs).",
     )
 
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes of `vividflow serve` (each runs its own executor of "
+        "VIVID_WORKERS; metrics are summed across them).",
+    )
+
+    # --- observability -----------------------------------------------------------------------
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics (no key).")
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto", description="Log lines as text or one JSON object each; auto: text on a terminal, else JSON."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Least level logged.")
+
     # --- fetching user-supplied URLs (image URLs and webhook targets) -------------------------
     fetch_timeout_seconds: float = Field(15.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0)

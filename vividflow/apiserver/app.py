@@ -55,6 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(health.router)
     app.include_router(files.router)
+    if settings.metrics_enabled:
+        from vividflow.apiserver import metrics as api_metrics
+        from vividflow.apiserver.routes import metrics
+
+        api_metrics.install()
+        app.include_router(metrics.router)
     if settings.web_enabled:
         from vividflow.web.install import install_web
 
@@ -68,4 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         idle_timeout=settings.body_idle_timeout_seconds,
         total_timeout=settings.body_timeout_seconds,
     )
+    if settings.metrics_enabled:  # outermost: it times (and counts) everything, refusals included
+        from vividflow.apiserver.http_metrics import HttpMetrics
+
+        app.add_middleware(HttpMetrics)
     return app

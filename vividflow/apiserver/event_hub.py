@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from vividflow.apiserver.metrics import SSE_STREAMS_OPEN
 from vividflow.apiserver.services import events
 from vividflow.apiserver.services.events import Announced
 from vividflow.jobspec import JobStatus
@@ -158,12 +159,14 @@ class EventHub:
     def subscribe(self, job_id: str) -> Subscription:
         subscription = Subscription(job_id)
         self._subscriptions.setdefault(job_id, set()).add(subscription)
+        SSE_STREAMS_OPEN.inc()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         followers = self._subscriptions.get(subscription.job_id)
-        if followers is not None:
+        if followers is not None and subscription in followers:
             followers.discard(subscription)
+            SSE_STREAMS_OPEN.dec()
             if not followers:
                 del self._subscriptions[subscription.job_id]
 

@@ -24,6 +24,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from vividflow.apiserver.metrics import RATE_LIMIT_REFUSALS
 from vividflow.apiserver.services.keys import Principal
 
 
@@ -133,6 +134,7 @@ class RateLimiter:
             stats = await self._limiter.get_window_stats(item, namespace, subject)
             state = RateLimitState(allowed, item.amount, stats.remaining, stats.reset_time)
             if not allowed:
+                RATE_LIMIT_REFUSALS.labels(limit=namespace).inc()
                 return state
             if tightest is None or state.remaining < tightest.remaining:
                 tightest = state

@@ -42,6 +42,9 @@ class Metrics(BaseModel):
     spin_up_time: float | None = None
     total_time: float | None = None
     upload_time: float | None = None
+    model_load_time: float | None = None
+    step_time: float | None = None
+    peak_gpu_memory_bytes: int | None = None
 
 
 class JobStatusBody(BaseModel):

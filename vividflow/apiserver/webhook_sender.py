@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from vividflow import __version__
 from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.identity import lease_holder
+from vividflow.apiserver.metrics import WEBHOOK_DELIVERIES
 from vividflow.apiserver.services import events, webhooks
 from vividflow.apiserver.services.events import Announced
 from vividflow.apiserver.services.webhooks import Attempt, Claimed
@@ -30,6 +31,9 @@ from vividflow.storage import fetch
 from vividflow.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
+_OUTCOMES = {webhooks.PENDING: "retrying"}
+"""Metric outcomes that differ from the delivery's state (a pending delivery after an attempt will be
+retried); None (the lease was lost meanwhile) counts as ``lease_lost``."""
 
 USER_AGENT = f"vividflow-webhooks/{__version__}"
 MAX_IN_FLIGHT = 32
@@ -163,6 +167,8 @@ class WebhookSender:
         try:
             attempt = await self.attempt(claimed)
             state = await self._state.run_db(self._settle, claimed, attempt)
+            outcome = "lease_lost" if state is None else _OUTCOMES.get(state, state)
+            WEBHOOK_DELIVERIES.labels(outcome=outcome).inc()
             log.info(
                 "webhooks: %s of job %s, attempt %d: %s (%s)",
                 claimed.event,

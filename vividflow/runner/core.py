@@ -116,7 +116,7 @@ class Runner:
             image = images.decode_image(data)
         except StorageError as error:
             raise InvalidInput(f"Input image: {error.message}") from error
-        model = self._model(spec.model)
+        model, load_time = self._model(spec.model)
         spin_up = time.monotonic() - started
 
         generation_started = time.monotonic()
@@ -162,6 +162,9 @@ class Runner:
             generation_time=round(generation_time, 3),
             total_time=round((datetime.now(UTC) - created).total_seconds(), 3),
             upload_time=round(upload_time, 3),
+            model_load_time=None if load_time is None else round(load_time, 3),
+            step_time=output.step_time,
+            peak_gpu_memory_bytes=output.peak_gpu_memory_bytes,
         )
         return RunResult.success(
             result_url=self._result_url(spec.output_uri),  # signed URLs: their validity starts now
@@ -177,12 +180,14 @@ class Runner:
         except StorageError as error:
             raise InvalidInput(f"Output {output_uri}: {error.message}") from error
 
-    def _model(self, name: ModelName) -> VideoModel:
+    def _model(self, name: ModelName) -> tuple[VideoModel, float | None]:
+        """The warm model, or one loaded now with the seconds it took."""
         model = self._models.get(name)
-        if model is None:
-            model = self._loaders[name](self.settings)
-            self._models[name] = model
-        return model
+        if model is not None:
+            return model, None
+        loading = time.monotonic()
+        model = self._models[name] = self._loaders[name](self.settings)
+        return model, time.monotonic() - loading
 
     def _fetch_back(self, output_uri: str, local: Path) -> None:
         """A model wrote straight to the destination: fetch it back once to prove it is an MP4."""

@@ -33,6 +33,12 @@ from multiprocessing.process import BaseProcess
 from sqlalchemy.orm import Session, sessionmaker
 
 from vividflow.apiserver.identity import lease_holder
+from vividflow.apiserver.metrics import (
+    EXECUTOR_MODEL_LOAD_SECONDS,
+    EXECUTOR_MODEL_LOADS,
+    EXECUTOR_WORKER_CRASHES,
+    EXECUTOR_WORKERS_ALIVE,
+)
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.runner import worker
@@ -64,6 +70,13 @@ def _crash_result(exitcode: int | None) -> RunResult:
     return RunResult.failure(
         FailureReason.WORKER_CRASHED, f"The job's worker process crashed (exit code {exitcode})."
     )
+
+
+def _count_model_load(spec: JobSpec, result: RunResult) -> None:
+    load_time = result.metrics.model_load_time if result.metrics else None
+    if load_time is not None:
+        EXECUTOR_MODEL_LOADS.labels(model=spec.model.value).inc()
+        EXECUTOR_MODEL_LOAD_SECONDS.labels(model=spec.model.value).observe(load_time)
 
 
 class _WorkerSlot(threading.Thread):
@@ -159,7 +172,9 @@ class _WorkerSlot(threading.Thread):
                 if kind == "result":
                     if stop_by is not None:
                         raise _Abandoned
-                    return RunResult.model_validate_json(payload)
+                    result = RunResult.model_validate_json(payload)
+                    _count_model_load(spec, result)
+                    return result
                 if stop_by is not None:
                     continue
                 with self._backend.session_factory.begin() as session:
@@ -189,7 +204,9 @@ class _WorkerSlot(threading.Thread):
             )
             process.start()
             child.close()
+            self._forget_process()
             self._process, self._conn = process, parent
+            EXECUTOR_WORKERS_ALIVE.inc()
         return self._conn, self._process
 
     def _discard_output(self, spec: JobSpec) -> None:
@@ -202,7 +219,8 @@ class _WorkerSlot(threading.Thread):
     def _lost(self, process: BaseProcess) -> RunResult:
         process.join(timeout=5)
         exitcode = process.exitcode
-        self._process, self._conn = None, None
+        self._forget_process()
+        EXECUTOR_WORKER_CRASHES.inc()
         log.warning("worker process died with exit code %s", exitcode)
         return _crash_result(exitcode)
 
@@ -210,6 +228,11 @@ class _WorkerSlot(threading.Thread):
         if self._process is not None:
             self._process.kill()
             self._process.join(timeout=5)
+        self._forget_process()
+
+    def _forget_process(self) -> None:
+        if self._process is not None:
+            EXECUTOR_WORKERS_ALIVE.dec()
         self._process, self._conn = None, None
 
     def _shutdown_process(self) -> None:

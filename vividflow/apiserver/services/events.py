@@ -1,5 +1,5 @@
 """A job's life as a sequence of events: the one source the status stream, the webhooks and the
-counters are fed from.
+metrics (apiserver.metrics) are fed from.
 
 Every change of a job (services.jobs) raises ``jobs.event_seq`` in the same conditional UPDATE and
 records, in the same transaction, a :class:`JobEvent` holding the status body as ``GET /status``
@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, insert, select, text, update
@@ -50,13 +51,27 @@ class Kind:
 
 
 @dataclass(frozen=True)
+class JobFacts:
+    """The job as the change left it, for this process's listeners (the metrics): never sent on."""
+
+    model: str
+    status: str
+    failure_reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    metrics: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
 class Announced:
-    """A committed event, as listeners get it (``body`` None: read it from the database)."""
+    """A committed event, as listeners get it (``body`` None: read it from the database; ``facts``
+    only in the process that made the change)."""
 
     job_id: str
     seq: int
     kind: str
     body: dict[str, Any] | None
+    facts: JobFacts | None = None
 
     @property
     def terminal(self) -> bool:
@@ -136,7 +151,8 @@ def record(session: Session, row: Row[Any], kind: str) -> None:
         insert(JobEvent).values(job_id=row.id, seq=row.event_seq, kind=kind, body=body, created_at=utcnow())
     )
     webhooks.enqueue(session, row, kind, body)
-    announced = Announced(row.id, row.event_seq, kind, body)
+    facts = JobFacts(row.model, row.status, row.failure_reason, row.created_at, row.started_at, row.metrics)
+    announced = Announced(row.id, row.event_seq, kind, body, facts)
     if session.get_bind().dialect.name == "postgresql":
         notify = text("SELECT pg_notify(:channel, :payload)")
         session.execute(notify, {"channel": NOTIFY_CHANNEL, "payload": encode(announced)})

@@ -37,6 +37,10 @@ class GenerationOutput:
 
     local_path: Path | None = None
     written_to_output_uri: bool = False
+    step_time: float | None = None
+    """Mean seconds per diffusion step, for models that step."""
+    peak_gpu_memory_bytes: int | None = None
+    """Peak GPU memory of the generation, for models on a GPU."""
 
 
 class VideoModel(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,12 +137,14 @@ class WanModel:
         if not isinstance(params, WanParams):
             raise InvalidInput(f"the Wan model cannot run a {request.spec.model} job")
         progress = _MonotonicProgress(on_progress)
+        steps = _StepClock()
         with self._lock:
             try:
                 _check_cancel(should_cancel)
                 progress(0)
                 image = fit_image(request.image, params.width, params.height)
-                frames = self._denoise(request.spec.prompt, params, image, progress, should_cancel)
+                gpu = _GpuPeak(self.device)
+                frames = self._denoise(request.spec.prompt, params, image, progress, should_cancel, steps)
                 progress(DECODED_PROGRESS)
                 _check_cancel(should_cancel)
                 export_mp4(frames, request.output_path, WAN_FPS)
@@ -156,7 +159,9 @@ class WanModel:
                     raise
                 raise oom from None
         progress(100)
-        return GenerationOutput(local_path=request.output_path)
+        return GenerationOutput(
+            local_path=request.output_path, step_time=steps.mean(), peak_gpu_memory_bytes=gpu.read()
+        )
 
     def _denoise(
         self,
@@ -165,14 +170,17 @@ class WanModel:
         image: Image.Image,
         progress: _MonotonicProgress,
         should_cancel: CancelCheck,
+        steps: _StepClock,
     ) -> Any:
 
         def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            steps.tick()
             total = pipe.num_timesteps or params.steps
             progress(DENOISE_SHARE * (step + 1) // total)
             _check_cancel(should_cancel)
             return {}
 
+        steps.start()
         output = self._pipe(
             **pipeline_arguments(prompt, params, image, self.device),
             callback_on_step_end=on_step_end,
@@ -189,6 +197,44 @@ class WanModel:
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+class _StepClock:
+    """Mean seconds per denoising step: from one step's end to the next (the first step, which also
+    encodes the prompt and image, only counts when it is the only one)."""
+
+    def __init__(self) -> None:
+        self._began: float | None = None
+        self._ends: list[float] = []
+
+    def start(self) -> None:
+        self._began = time.monotonic()
+
+    def tick(self) -> None:
+        self._ends.append(time.monotonic())
+
+    def mean(self) -> float | None:
+        if len(self._ends) >= 2:
+            return round((self._ends[-1] - self._ends[0]) / (len(self._ends) - 1), 4)
+        if self._ends and self._began is not None:
+            return round(self._ends[0] - self._began, 4)
+        return None
+
+
+class _GpuPeak:
+    """Peak GPU memory allocated from now on (None when the model does not run on a CUDA device)."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self._cuda = device.startswith("cuda") and torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def read(self) -> int | None:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()) if self._cuda else None
 
 
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
