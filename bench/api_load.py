@@ -4,8 +4,10 @@ beside a bare FastAPI endpoint on the same machine as the ceiling.
     python bench/api_load.py [--database-url URL] [--redis-url URL] [--clients 50] [--seconds 10]
 
 It starts its own servers (embedded mode with VIVID_WORKERS=0, so generate only queues) and drives
-them with wrk (Debian package `wrk`; installed with apt-get if missing). Each server gets one
-uvicorn process, the same for ours and the ceiling.
+them with wrk (Debian package `wrk`; installed with apt-get if missing), whose Lua ``done()`` hook
+prints the figures as JSON. Each server gets one uvicorn process, the same for ours and the ceiling.
+Status is measured with metrics off and on (``VIVID_METRICS_ENABLED``), alternately, ``--rounds``
+times each; the best round of each is compared.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -43,7 +44,7 @@ class LoadResult:
 
     def line(self) -> str:
         return (
-            f"{self.name:<34} {self.requests_per_second:>9.0f} req/s   p50 {self.p50_ms:>7.2f} ms"
+            f"{self.name:<40} {self.requests_per_second:>9.0f} req/s   p50 {self.p50_ms:>7.2f} ms"
             f"   p99 {self.p99_ms:>7.2f} ms   non-2xx {self.non_2xx}"
         )
 
@@ -83,12 +84,17 @@ def server(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterat
         process.wait(timeout=20)
 
 
-def _ms(text: str) -> float:
-    match = re.match(r"([\d.]+)([a-z]*)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk latency {text!r}")
-    value, unit = match.groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "": 1000.0}[unit]
+SUMMARY_MARK = "VIVIDFLOW_WRK_SUMMARY "
+SUMMARY_LUA = f"""
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '{SUMMARY_MARK}{{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+end
+"""
+"""wrk's Lua ``done()`` hook prints the figures as one JSON line: nothing is read from wrk's text table."""
 
 
 def run_wrk(
@@ -98,51 +104,101 @@ def run_wrk(
     clients: int,
     seconds: int,
     headers: dict[str, str],
-    script: Path | None = None,
+    workdir: Path,
+    request_lua: str = "",
 ) -> LoadResult:
-    command = [wrk, "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", url]
+    script = workdir / f"wrk-{abs(hash((name, url)))}.lua"
+    script.write_text(request_lua + SUMMARY_LUA)
+    command = [wrk, "-t2", f"-c{clients}", f"-d{seconds}s", "-s", str(script), url]
     for key, value in headers.items():
         command += ["-H", f"{key}: {value}"]
-    if script is not None:
-        command += ["-s", str(script)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in output.splitlines() if line.startswith(SUMMARY_MARK)]
+    if len(lines) != 1:
+        raise RuntimeError(f"wrk printed no summary line:\n{output}")
+    summary = json.loads(lines[0][len(SUMMARY_MARK) :])
+    seconds_run = summary["duration_us"] / 1e6
+    return LoadResult(
+        name,
+        summary["requests"] / seconds_run,
+        summary["p50_us"] / 1000,
+        summary["p99_us"] / 1000,
+        summary["non_2xx"] + summary["socket_errors"],
+    )
 
-    def figure(pattern: str) -> str:
-        # Anchored to a line of its own: "50%" also ends columns such as "+/- Stdev 72.50%".
-        match = re.search(pattern, output, re.MULTILINE)
-        if match is None:
-            raise RuntimeError(f"wrk printed no {pattern!r}:\n{output}")
-        return match.group(1)
 
-    rps = float(figure(r"^Requests/sec:\s+([\d.]+)\s*$"))
-    p50 = _ms(figure(r"^\s*50%\s+([\d.]+[a-z]*)\s*$"))
-    p99 = _ms(figure(r"^\s*99%\s+([\d.]+[a-z]*)\s*$"))
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return LoadResult(name, rps, p50, p99, int(non_2xx.group(1)) if non_2xx else 0)
-
-
-def multipart_script(directory: Path) -> Path:
-    """A wrk script that POSTs a multipart body with a small PNG."""
+def multipart_body(directory: Path) -> tuple[Path, str]:
+    """A multipart body with a small PNG, and the wrk Lua that POSTs it."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 200, 90)).save(buffer, format="PNG")
-    boundary = "vividflowbench"
     body = (
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na bench\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na bench\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
             "Content-Type: image/png\r\n\r\n"
         ).encode()
         + buffer.getvalue()
-        + f"\r\n--{boundary}--\r\n".encode()
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
-    (directory / "body.bin").write_bytes(body)
-    script = directory / "generate.lua"
-    script.write_text(
+    path = directory / "body.bin"
+    path.write_bytes(body)
+    lua = (
         'wrk.method = "POST"\n'
-        f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={boundary}"\n'
-        f'local f = io.open("{directory / "body.bin"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+        f'wrk.headers["Content-Type"] = "multipart/form-data; boundary={BOUNDARY}"\n'
+        f'local f = io.open("{path}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
-    return script
+    return path, lua
+
+
+BOUNDARY = "vividflowbench"
+
+
+def measure_vividflow(
+    wrk: str,
+    env: dict[str, str],
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    workdir: Path,
+    label: str,
+) -> list[LoadResult]:
+    """GET /status of a queued job, then (unless --status-only) POST /generate, on a fresh server."""
+    port = free_port()
+    serve = [PYTHON, "-m", "vividflow.cli", "serve", "--port", str(port)]
+    results: list[LoadResult] = []
+    with server(serve, env, port, workdir / f"vividflow-{label}.log") as base:
+        body_path, generate_lua = multipart_body(workdir)
+        job = httpx.post(
+            f"{base}/api/v1/generate",
+            headers={**headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            content=body_path.read_bytes(),
+        )
+        job_id = job.json()["job_id"]
+        status_url = f"{base}/api/v1/status/{job_id}"
+        results.append(
+            run_wrk(
+                wrk,
+                f"vividflow GET /status ({label})",
+                status_url,
+                args.clients,
+                args.seconds,
+                headers,
+                workdir,
+            )
+        )
+        if label == "metrics on":
+            results.append(
+                run_wrk(
+                    wrk,
+                    f"vividflow POST /generate ({label})",
+                    f"{base}/api/v1/generate",
+                    args.clients,
+                    args.seconds,
+                    headers,
+                    workdir,
+                    generate_lua,
+                )
+            )
+    return results
 
 
 def main() -> None:
@@ -153,6 +209,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="default: rate limits in process")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds of metrics off / on (status only)"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
 
@@ -164,6 +223,7 @@ def main() -> None:
             "VIVID_WORKERS": "0",
             "VIVID_RATE_LIMITS": "100000000/hour",
             "VIVID_DAILY_LIMIT": "100000000",
+            "VIVID_LOG_FORMAT": "json",
         }
         for name, value in (("VIVID_DATABASE_URL", args.database_url), ("VIVID_REDIS_URL", args.redis_url)):
             if value:
@@ -180,65 +240,59 @@ def main() -> None:
         )
         headers = {"X-API-Key": created.stdout.strip().splitlines()[-1]}
 
-        results: list[LoadResult] = []
-        port = free_port()
-        serve = [PYTHON, "-m", "vividflow.cli", "serve", "--port", str(port)]
-        with server(serve, env, port, workdir / "vividflow.log") as base:
-            png = multipart_script(workdir)
-            body = png.parent.joinpath("body.bin").read_bytes()
-            job = httpx.post(
-                f"{base}/api/v1/generate",
-                headers={**headers, "Content-Type": "multipart/form-data; boundary=vividflowbench"},
-                content=body,
-            )
-            job_id = job.json()["job_id"]
-            results.append(
-                run_wrk(
-                    wrk,
-                    "vividflow GET /status",
-                    f"{base}/api/v1/status/{job_id}",
-                    args.clients,
-                    args.seconds,
-                    headers,
+        # Metrics off and on, alternately, so that drift of the machine hits both alike.
+        runs: dict[str, list[LoadResult]] = {"metrics off": [], "metrics on": []}
+        for _ in range(args.rounds):
+            for label, enabled in (("metrics off", "false"), ("metrics on", "true")):
+                runs[label] += measure_vividflow(
+                    wrk, {**env, "VIVID_METRICS_ENABLED": enabled}, headers, args, workdir, label
                 )
-            )
-            results.append(
-                run_wrk(
-                    wrk,
-                    "vividflow POST /generate",
-                    f"{base}/api/v1/generate",
-                    args.clients,
-                    args.seconds,
-                    headers,
-                    png,
-                )
-            )
 
         port = free_port()
         bare = [PYTHON, "-m", "uvicorn", "bench.bare_app:app", "--port", str(port)]
         with server(bare, env, port, workdir / "bare.log") as base:
             ceiling = run_wrk(
-                wrk, "bare FastAPI GET (ceiling)", f"{base}/api/v1/status/x", args.clients, args.seconds, {}
+                wrk,
+                "bare FastAPI GET (ceiling)",
+                f"{base}/api/v1/status/x",
+                args.clients,
+                args.seconds,
+                {},
+                workdir,
             )
 
+    def best_status(label: str) -> LoadResult:
+        return max((r for r in runs[label] if "/status" in r.name), key=lambda r: r.requests_per_second)
+
+    status_on, status_off = best_status("metrics on"), best_status("metrics off")
+    generate = max(
+        (r for r in runs["metrics on"] if "/generate" in r.name), key=lambda r: r.requests_per_second
+    )
     database = "PostgreSQL" if args.database_url else "SQLite"
     limits = "Redis" if args.redis_url else "in-process"
-    print(f"api_load: {args.clients} clients x {args.seconds} s, {database}, rate limits {limits}")
-    for result in (*results, ceiling):
+    print(
+        f"api_load: {args.clients} clients x {args.seconds} s, {database}, rate limits {limits}, "
+        f"{args.rounds} rounds"
+    )
+    for result in (*runs["metrics off"], *runs["metrics on"], ceiling):
         print(result.line())
-    ratio = results[0].requests_per_second / ceiling.requests_per_second
-    print(f"status throughput / ceiling = {ratio:.2f}")
+    ratio = status_on.requests_per_second / ceiling.requests_per_second
+    metrics_ratio = status_on.requests_per_second / status_off.requests_per_second
+    print(f"status throughput / ceiling = {ratio:.2f} (best round, metrics on)")
+    print(f"status throughput, metrics on / off = {metrics_ratio:.2f} (best round of each)")
     print(
         json.dumps(
             {
                 "database": database,
                 "limits": limits,
-                "status_rps": round(results[0].requests_per_second),
-                "status_p99_ms": results[0].p99_ms,
-                "generate_rps": round(results[1].requests_per_second),
-                "generate_p99_ms": results[1].p99_ms,
+                "status_rps": round(status_on.requests_per_second),
+                "status_rps_metrics_off": round(status_off.requests_per_second),
+                "status_p99_ms": status_on.p99_ms,
+                "generate_rps": round(generate.requests_per_second),
+                "generate_p99_ms": generate.p99_ms,
                 "ceiling_rps": round(ceiling.requests_per_second),
                 "ratio": round(ratio, 2),
+                "metrics_on_off_ratio": round(metrics_ratio, 2),
             }
         )
     )

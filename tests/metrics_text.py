@@ -10,12 +10,12 @@ def samples(text: str) -> list[Sample]:
     return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def value(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels`` (0 when none)."""
+def value(text: str, metric: str, /, **labels: str) -> float:
+    """The sum of the samples called ``metric`` whose labels include ``labels`` (0 when none)."""
     return sum(
         sample.value
         for sample in samples(text)
-        if sample.name == name and all(sample.labels.get(key) == wanted for key, wanted in labels.items())
+        if sample.name == metric and all(sample.labels.get(key) == wanted for key, wanted in labels.items())
     )
 
 

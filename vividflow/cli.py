@@ -64,6 +64,12 @@ def operator(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Reconcile worker threads.")] = 8,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus metrics on this port (0: off; default 9090)."
+        ),
+    ] = None,
 ) -> None:
     """Run the VideoJob operator (kopf): VideoJobs -> runner Jobs -> VideoJob status."""
     from vividflow.operator.main import run
@@ -80,6 +86,7 @@ def operator(
         priority=priority,
         workers=workers,
         verbose=verbose,
+        metrics_port=settings.operator_metrics_port if metrics_port is None else metrics_port,
     )
 
 

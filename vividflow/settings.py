@@ -152,6 +152,9 @@ class Settings(BaseSettings):
 
     # --- observability -----------------------------------------------------------------------
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics (no key).")
+    metrics_via_proxy: bool = Field(
+        False, description="Also answer /metrics requests that came through a proxy (X-Forwarded-For)."
+    )
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="Log lines as text or one JSON object each; auto: text on a terminal, else JSON."
     )
@@ -229,6 +232,9 @@ class Settings(BaseSettings):
     job_ttl_seconds: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of runner Jobs.")
     max_running_gpu_jobs: int = Field(0, ge=0, description="GPU Jobs running at once; 0 = no limit.")
     kueue_queue: str | None = Field(None, description="Hand admission to Kueue: this LocalQueue's name.")
+    operator_metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the operator's Prometheus metrics (0: off)."
+    )
     operator_resync_seconds: float = Field(30.0, gt=0, description="Level-based resync of active VideoJobs.")
     image_pull_grace_seconds: float = Field(
         120.0, gt=0, description="How long a runner image may fail to pull before its job fails."

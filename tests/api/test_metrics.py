@@ -6,13 +6,16 @@ Counters are per process and tests share one: every check compares a figure befo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import MakeSettings, create_api_key, submit, wait_status
 from tests.fixtures.fake_vertex import FakeVertex
 from tests.metrics_text import label_values, value
+from tests.serve import create_key, running_server, settings_env
 from vividflow.apiserver.app import create_app
 from vividflow.metrics import EXPOSITION_CONTENT_TYPE
 
@@ -81,6 +84,16 @@ def test_rate_limit_refusals_are_counted_by_limit(make_settings: MakeSettings) -
     assert value(after, name, limit="user") - value(before, name, limit="user") == 1
 
 
+def test_metrics_are_not_served_through_a_proxy(client: TestClient, make_settings: MakeSettings) -> None:
+    """An Ingress adds X-Forwarded-For: publishing the API must not publish its metrics."""
+    for header in ({"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"}):
+        response = client.get("/metrics", headers=header)
+        assert response.status_code == 404
+        assert response.json()["error"] == "Not found" and "proxy" in response.json()["details"][0]
+    with TestClient(create_app(make_settings(metrics_via_proxy=True))) as allowed:
+        assert allowed.get("/metrics", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+
+
 def test_metrics_can_be_turned_off(make_settings: MakeSettings) -> None:
     with TestClient(create_app(make_settings(metrics_enabled=False))) as client:
         assert client.get("/metrics").status_code == 404
@@ -118,3 +131,31 @@ def test_a_completed_job_feeds_the_job_and_executor_metrics(veo_client: TestClie
     assert delta("vividflow_executor_model_load_seconds_count", **veo) == 1
     assert value(after, "vividflow_executor_workers_alive") >= 1
     assert delta("vividflow_credits_refunded_total") == 0
+
+
+def test_several_server_processes_are_summed(tmp_path: Path) -> None:
+    """``VIVID_API_PROCESSES=2``: uvicorn's worker processes each count their own requests, and any of
+    them answers the scrape with the sum (prometheus-client's multiprocess mode)."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"stale")  # an earlier run's: removed at start
+    env = {
+        **settings_env(data_dir=tmp_path / "data", workers=0, api_processes=2, rate_limits=["100000/hour"]),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    requests = 40
+    with running_server(env, tmp_path) as server:
+        assert len(server.children()) >= 2
+        key = create_key(f"sqlite:///{(tmp_path / 'data' / 'vividflow.db').resolve()}", "pia@example.com")
+        close = {"Connection": "close"}  # new connections: the kernel spreads them over the processes
+        headers = {"X-API-Key": key, **close}
+        before = httpx.get(f"{server.url}/metrics", headers=close, timeout=10).text
+        for _ in range(requests):
+            response = httpx.get(f"{server.url}/api/v1/usage", headers=headers, timeout=10)
+            assert response.status_code == 200
+        after = httpx.get(f"{server.url}/metrics", headers=close, timeout=10).text
+        counting = {path.stem.split("_")[-1] for path in metrics_dir.glob("counter_*.db")}
+    assert "1" not in counting and len(counting) == 2, counting  # both processes counted requests
+    name = "vividflow_http_requests_total"
+    labels = {"route": "/api/v1/usage", "status_class": "2xx"}
+    assert value(after, name, **labels) - value(before, name, **labels) == requests

@@ -91,6 +91,8 @@ def installed(
     sets: dict[str, Any] = {
         "gcs.bucket": bucket,
         "operator.livenessPort": liveness_port,
+        # The operator run here serves its metrics on a free port, not on the chart's 9090.
+        "operator.metricsPort": free_port(),
         # The runner Pods run through the fake kubelet with the tiny Wan model on CPU.
         "models.wan.model": str(tiny_wan_model_dir),
         "models.wan.device": "cpu",

@@ -343,6 +343,7 @@ def test_container_commands_are_real_cli_commands(
             "priority": None,
             "workers": 8,
             "verbose": False,
+            "metrics_port": 9090,
         }
     ]
 

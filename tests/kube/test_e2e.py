@@ -42,6 +42,7 @@ from tests.kube.cluster_api import (
 )
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import FakeKubelet
+from tests.ports import free_port
 from tests.served_app import StreamEvent, assert_life_in_order, follow, serving, status_events, stream
 from tests.served_app import new_key as stream_key
 from tests.served_app import submit as stream_submit
@@ -62,9 +63,13 @@ class Operator:
     def __init__(self, env: dict[str, str], namespace: str, log_path: Path) -> None:
         self.env, self.namespace, self.log_path = env, namespace, log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "vividflow.cli", "operator", "--namespace", self.namespace]
+        command = [
+            *(sys.executable, "-m", "vividflow.cli", "operator", "--namespace", self.namespace),
+            *("--metrics-port", str(self.metrics_port)),
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

@@ -7,30 +7,26 @@ most ``max_header_bytes`` (431 beyond) and must arrive within ``header_timeout_s
 connection opening or the request starting (408, then the connection is closed). Body size and read
 time are bounded in the application (:mod:`vividflow.apiserver.body_limits`).
 
-The access log never shows a secret: values of query parameters whose names look like credentials are
-replaced by ``REDACTED``.
+Logging is :func:`vividflow.logs.uvicorn_log_config`: text or JSON lines, and the access log never
+shows a secret (values of query parameters whose names look like credentials are replaced by
+``REDACTED``, and every line is masked for anything that looks like a key or token).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
-import logging
-import re
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from vividflow.apiserver.metrics import MULTIPROCESS_DIR_ENV
+from vividflow.logs import configure_logging, uvicorn_log_config
 from vividflow.settings import Settings
-
-SECRET_PARAMETER = re.compile(
-    r"(key|token|secret|passw|signature|sig|auth|credential|session|code|jwt)", re.IGNORECASE
-)
-REDACTED = "REDACTED"
 
 
 class _Refused(Exception):
@@ -132,47 +128,55 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     )
 
 
-def redact_query(path: str) -> str:
-    """``path`` with the values of credential-like query parameters replaced."""
-    base, separator, query = path.partition("?")
-    if not separator:
-        return path
-    pairs = parse_qsl(query, keep_blank_values=True)
-    cleaned = [(name, REDACTED if SECRET_PARAMETER.search(name) else value) for name, value in pairs]
-    return f"{base}?{urlencode(cleaned, safe='/:,')}"
-
-
-class RedactQuerySecrets(logging.Filter):
-    """On uvicorn's access log records (``client, method, path?query, version, status``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], redact_query(args[2]), *args[3:])
-        return True
-
-
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging setup, with the access log's handler redacting query secrets and Vivid Flow's
-    own loggers (jobs, leases, backends) on uvicorn's default handler."""
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config.setdefault("filters", {})["redact-query-secrets"] = {"()": RedactQuerySecrets}
-    config["handlers"]["access"].setdefault("filters", []).append("redact-query-secrets")
-    config["loggers"]["vividflow"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
-
-
 def serve(settings: Settings, host: str, port: int) -> None:
-    from vividflow.apiserver.app import create_app
+    """uvicorn in this process, or with ``api_processes`` > 1 in that many worker processes (each
+    makes its app from the environment's settings, as this process did)."""
+    configure_logging(settings, "api")  # for what is logged before uvicorn applies its log_config
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": uvicorn_log_config(settings),
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keepalive_timeout_seconds,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+    }
+    if settings.api_processes == 1:
+        from vividflow.apiserver.app import create_app
 
+        uvicorn.run(create_app(settings), http=guarded_protocol(settings), **options)
+        return
+    prepare_worker_processes(settings)
     uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=log_config(),
-        http=guarded_protocol(settings),
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=settings.keepalive_timeout_seconds,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        "vividflow.apiserver.app:create_app",
+        factory=True,
+        workers=settings.api_processes,
+        http=f"{__name__}:SettingsProtocol",
+        **options,
     )
+
+
+def prepare_worker_processes(settings: Settings) -> None:
+    """Before uvicorn starts its worker processes: migrate the database once, here (not in every
+    process at once), and give prometheus-client's multiprocess mode an empty directory."""
+    if settings.migrate_on_start:
+        from vividflow.apiserver.db.migrate import upgrade
+
+        upgrade(settings.resolved_database_url)
+        os.environ["VIVID_MIGRATE_ON_START"] = "false"
+    metrics_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if metrics_dir:  # a directory chosen by whoever runs the server: what earlier runs left is stale
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ[MULTIPROCESS_DIR_ENV] = tempfile.mkdtemp(prefix="vividflow-metrics-")
+
+
+def __getattr__(name: str) -> Any:
+    """``SettingsProtocol``: the protocol class with the environment's limits, for uvicorn's worker
+    processes (which import it by name)."""
+    if name == "SettingsProtocol":
+        from vividflow.settings import get_settings
+
+        return guarded_protocol(get_settings())
+    raise AttributeError(name)

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from vividflow.jobspec import operator_outcome
+from vividflow.logs import log_context
+from vividflow.operator import metrics
 from vividflow.operator.cache import Cache, Key, key_of
 from vividflow.operator.events import EventRecorder
 from vividflow.operator.kube import Kube
-from vividflow.operator.reconciler import Reconciler
+from vividflow.operator.reconciler import Conflict, Reconciler
+from vividflow.operator.status import Event
 from vividflow.operator.workqueue import WorkQueue
 from vividflow.settings import Settings
 
@@ -38,6 +41,8 @@ class Controller:
         )
         self.queue: WorkQueue[WorkKey] = WorkQueue(self._handle, workers=workers, name="reconcile")
         self._fresh: set[Key] = set()
+        self._failing: set[Key] = set()
+        """VideoJobs whose last reconcile failed (worker threads add and remove their own keys)."""
         self._fresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._resync_thread: threading.Thread | None = None
@@ -115,13 +120,38 @@ class Controller:
         with self._fresh_lock:
             fresh = key in self._fresh
             self._fresh.discard(key)
-        result = self.reconciler.reconcile(key, fresh=fresh, create_only=urgent and not fresh)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            with log_context(videojob=f"{namespace}/{name}"):
+                result = self.reconciler.reconcile(key, fresh=fresh, create_only=urgent and not fresh)
+            outcome = "success"
+        except Conflict:
+            outcome = "conflict"
+            raise
+        except Exception as error:
+            self._report_failure(key, error)
+            raise
+        finally:
+            metrics.RECONCILES.labels(result=outcome).inc()
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        self._failing.discard(key)
         if result.sync:
             self.queue.add(item)
         if result.requeue_after is not None:
             self.queue.add(item, after=result.requeue_after)
         if result.admission:
             self.queue.add(("admission", namespace, ""))
+
+    def _report_failure(self, key: Key, error: Exception) -> None:
+        """A Warning Event on the VideoJob, once per run of failed reconciles (they are retried)."""
+        if key in self._failing:
+            return
+        self._failing.add(key)
+        body = self.cache.videojob(key)
+        if body is not None:
+            message = f"Reconciling failed ({type(error).__name__}: {error}); retrying with backoff."
+            self.reconciler.events.record(body, Event("Warning", "ReconcileFailed", message))
 
     def resync(self, *, fresh: bool = True) -> int:
         """Queue every active VideoJob for a reconcile (``fresh``: read from the API server, not the

@@ -13,6 +13,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from vividflow.jobspec import GROUP, PLURAL, VERSION
+from vividflow.operator.metrics import count_api_error
 
 Json = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -71,9 +72,15 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._api.call_api(method, url, headers, body, _request_timeout=self._timeout)
+        try:
+            response = self._api.call_api(method, url, headers, body, _request_timeout=self._timeout)
+        except Exception:
+            count_api_error(method, "connection")
+            raise
         data: bytes = response.read()  # type: ignore[no-untyped-call]
         if response.status >= 400:
+            if response.status != 404 or method != "GET":  # a GET of something gone is an answer
+                count_api_error(method, response.status)
             try:
                 message = json.loads(data).get("message", "")
             except ValueError:

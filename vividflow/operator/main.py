@@ -8,10 +8,12 @@ from pathlib import Path
 
 import kopf
 
+from vividflow.logs import configure_logging
 from vividflow.operator.config import default_priority
 from vividflow.operator.controller import Controller
 from vividflow.operator.handlers import build_registry
 from vividflow.operator.kube import Kube, load_configuration
+from vividflow.operator.metrics import count_watch_restarts, serve_metrics
 from vividflow.settings import Settings
 
 DEFAULT_WORKERS = 8
@@ -38,17 +40,18 @@ def run(
     priority: int | None = None,
     workers: int = DEFAULT_WORKERS,
     verbose: bool = False,
+    metrics_port: int = 0,
 ) -> None:
     """Serve ``namespaces`` (all when empty) until interrupted. Standalone unless ``peering`` names a
     KopfPeering/ClusterKopfPeering object: then replicas take turns, the highest priority active."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s operator %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings, "operator", level="DEBUG" if verbose else None)
     if not verbose:  # not a line per watch event or liveness probe
         for name in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
     controller = create_controller(settings, workers=workers)
+    count_watch_restarts(verbose)
+    if metrics_port:
+        serve_metrics(controller, metrics_port)
     if peering is not None and priority is None:
         priority = default_priority(socket.gethostname())
     kopf.run(

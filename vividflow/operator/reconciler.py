@@ -22,8 +22,10 @@ from vividflow.jobspec import (
     TERMINAL_PHASES,
     JobSpec,
     ModelName,
+    VideoJobStatus,
     operator_outcome,
 )
+from vividflow.operator import metrics
 from vividflow.operator.admission import GPU_JOBS_SELECTOR, jobs_to_release
 from vividflow.operator.cache import Cache, Key
 from vividflow.operator.events import EventRecorder
@@ -31,8 +33,10 @@ from vividflow.operator.jobs import job_manifest
 from vividflow.operator.kube import MERGE_PATCH, Kube, KubeError, job_path, pods_path, videojob_path
 from vividflow.operator.status import (
     Decision,
+    Event,
     current_status,
     decide,
+    job_created_event,
     status_patch,
     transition_events,
 )
@@ -76,7 +80,7 @@ class Reconciler:
         self.settings = settings
         self._kube = kube
         self._cache = cache
-        self._events = events
+        self.events = events
         self._grace = settings.image_pull_grace_seconds if image_pull_grace is None else image_pull_grace
         self._clock = clock
 
@@ -120,6 +124,8 @@ class Reconciler:
         try:
             job = self._kube.request("POST", job_path(namespace), body=manifest)
             created = True
+            metrics.count_job_created(manifest)
+            self.events.record(videojob, job_created_event(manifest))
         except KubeError as error:
             if error.status != 409:
                 raise
@@ -230,21 +236,32 @@ class Reconciler:
             decision, created_now = self._observe(videojob, fresh=True)
             created = created or created_now
         namespace, name = videojob["metadata"]["namespace"], videojob["metadata"]["name"]
-        if decision.delete_job:
-            self._kube.delete(job_path(namespace, name), propagation="Background")
+        if decision.delete_job and self._kube.delete(job_path(namespace, name), propagation="Background"):
+            metrics.JOBS_DELETED.inc()
+            self.events.record(videojob, Event("Normal", "JobDeleted", f"Deleted the runner Job {name}."))
         if decision.record_outcome and recorded != decision.status.phase:
             # First the outcome, then the status: the API believes a terminal status only with it.
-            videojob = self._record_outcome(videojob, decision.status.phase) or videojob
+            marked = self._record_outcome(videojob, decision.status.phase)
+            if marked is not None:
+                self._count_finished(marked, decision.status)
+            videojob = marked or videojob
         patch = status_patch(videojob, decision.status)
         if patch is not None and self._write_status(videojob, patch) is not None:
             for event in transition_events(old, decision.status, decision.detail):
-                self._events.record(videojob, event)
+                self.events.record(videojob, event)
         gpu = (videojob.get("spec") or {}).get("model") == ModelName.WAN21.value
         changed = created or decision.delete_job or decision.status.phase in TERMINAL_PHASES
         return Result(
             requeue_after=decision.requeue_after,
             admission=gpu and self.settings.max_running_gpu_jobs > 0 and changed,
         )
+
+    @staticmethod
+    def _count_finished(videojob: Json, status: VideoJobStatus) -> None:
+        model = str((videojob.get("spec") or {}).get("model", "unknown"))
+        reason = status.reason.value if status.reason else None
+        timings = status.metrics.model_dump(mode="json") if status.metrics else None
+        metrics.count_finished(model, status.phase, reason, timings)
 
     # -- the GPU concurrency limit -------------------------------------------------------------------
 
@@ -264,5 +281,10 @@ class Reconciler:
                 body={"spec": {"suspend": False}},
                 content_type=MERGE_PATCH,
             )
+            metrics.GPU_JOBS_RESUMED.inc()
             log.info("resumed GPU Job %s/%s (limit %d)", namespace, name, limit)
+            owner = self._cache.videojob((namespace, name))
+            if owner is not None:
+                message = f"GPU capacity is free (at most {limit} running): the runner Job resumed."
+                self.events.record(owner, Event("Normal", "Admitted", message))
         return released

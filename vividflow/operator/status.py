@@ -503,6 +503,13 @@ def _held(status: VideoJobStatus) -> Condition | None:
     return started if held else None
 
 
+def job_created_event(manifest: Json) -> Event:
+    name = (manifest.get("metadata") or {}).get("name", "")
+    if (manifest.get("spec") or {}).get("suspend"):
+        return Event("Normal", "JobCreated", f"Created the runner Job {name}, suspended until admitted.")
+    return Event("Normal", "JobCreated", f"Created the runner Job {name}.")
+
+
 def transition_events(old: VideoJobStatus, new: VideoJobStatus, detail: str | None = None) -> list[Event]:
     """The Events for what changed: held back for capacity or admission, an image that does not pull,
     a phase entered (a failure with its ``detail`` for operators)."""

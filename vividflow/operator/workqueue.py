@@ -52,6 +52,8 @@ class WorkQueue(Generic[K]):
         self._stopping = False
         self.handled = 0
         self.errors = 0
+        self.adds = 0
+        """Keys added so far (counted once per add, whether or not the key was already waiting)."""
 
     def start(self) -> None:
         for index in range(self._workers):
@@ -77,8 +79,13 @@ class WorkQueue(Generic[K]):
     def alive(self) -> bool:
         return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
+    @property
+    def name(self) -> str:
+        return self._name
+
     def add(self, key: K, after: float = 0.0, *, urgent: bool = False) -> None:
         with self._cond:
+            self.adds += 1
             if after > 0:
                 heapq.heappush(self._later, (time.monotonic() + after, next(self._sequence), key))
                 self._timer_wake.notify()

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vividflow.jobspec import FailureReason, JobSpec, RunnerExit, RunResult
+from vividflow.logs import configure_logging, log_context
 from vividflow.runner.core import Runner
 from vividflow.runner.progress import progress_reporter
 from vividflow.settings import Settings
@@ -94,15 +95,21 @@ def stop_on_sigterm() -> threading.Event:
     return terminated
 
 
+def videojob_of(settings: Settings) -> str | None:
+    """``namespace/name`` of the VideoJob this runner reports onto (in a Pod), else None."""
+    if not settings.videojob_name:
+        return None
+    return f"{settings.videojob_namespace or settings.kube_namespace}/{settings.videojob_name}"
+
+
 def main(argv: list[str] | None = None, started: float | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vividflow.runner", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec-file", type=Path, help="a JobSpec as a JSON file")
     source.add_argument("--spec-json", help="a JobSpec as a JSON string")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(name)s: %(message)s")
-
     settings = Settings()
+    configure_logging(settings, "runner")
     try:
         spec = read_spec(args.spec_file, args.spec_json)
     except InvalidSpec as error:
@@ -121,9 +128,10 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
             return terminated.is_set() or (reporter is not None and reporter.cancel_requested)
 
         try:
-            result = Runner(settings, started=started).run(
-                spec, on_progress=on_progress, should_cancel=should_cancel
-            )
+            with log_context(job_id=spec.job_id, videojob=videojob_of(settings)):
+                result = Runner(settings, started=started).run(
+                    spec, on_progress=on_progress, should_cancel=should_cancel
+                )
         finally:
             if reporter is not None:
                 reporter.close()

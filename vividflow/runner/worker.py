@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 import resource
 import signal
@@ -24,6 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from vividflow.jobspec import JobSpec
+from vividflow.logs import configure_logging, log_context
 from vividflow.runner.core import Runner
 from vividflow.settings import Settings
 
@@ -62,7 +62,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def serve(conn: Connection, settings: Settings, parent_pid: int, cancel: CancelEvent) -> None:
     die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings, "worker")
     limit_memory(settings.worker_memory_limit_mb)
     runner = Runner(settings)
     while True:
@@ -74,5 +74,6 @@ def serve(conn: Connection, settings: Settings, parent_pid: int, cancel: CancelE
         def report(percent: int) -> None:
             conn.send(("progress", percent))
 
-        result = runner.run(spec, on_progress=report, should_cancel=cancel.is_set)
+        with log_context(job_id=spec.job_id):
+            result = runner.run(spec, on_progress=report, should_cancel=cancel.is_set)
         conn.send(("result", result.model_dump_json()))

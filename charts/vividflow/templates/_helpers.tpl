@@ -91,6 +91,10 @@ app.kubernetes.io/managed-by: {{ $root.Release.Service }}
 {{- printf "http://%s.%s.svc:4443" (include "vividflow.gcsEmulatorName" .) .Release.Namespace -}}
 {{- end -}}
 
+{{- define "vividflow.operatorMetricsName" -}}
+{{- printf "%s-operator-metrics" (include "vividflow.fullname" .) -}}
+{{- end -}}
+
 {{- define "vividflow.peeringName" -}}
 {{- default (include "vividflow.fullname" .) .Values.operator.peering.name -}}
 {{- end -}}
@@ -112,6 +116,7 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
   "VIVID_VERTEX_LOCATION" $v.vertex.location
   "VIVID_GCS_SIGNED_URLS" (toString $v.gcs.signedURLs)
   "VIVID_GCS_SIGNED_URL_EXPIRY_SECONDS" (toString (int $v.gcs.signedURLExpirySeconds))
+  "VIVID_LOG_FORMAT" $v.logFormat
 -}}
 {{- with $v.models.wan.device }}{{ $_ := set $env "VIVID_WAN_DEVICE" . }}{{ end -}}
 {{- with $v.vertex.project }}{{ $_ := set $env "VIVID_VERTEX_PROJECT" . }}{{ end -}}
@@ -178,5 +183,14 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
 {{- end -}}
 {{- if and (not .Values.operator.peering.enabled) (gt (int .Values.operator.replicas) 1) -}}
 {{- fail "operator.replicas > 1 needs operator.peering.enabled: without peering every replica would act on every VideoJob" -}}
+{{- end -}}
+{{- if eq (int .Values.operator.metricsPort) (int .Values.operator.livenessPort) -}}
+{{- fail "operator.metricsPort and operator.livenessPort must differ" -}}
+{{- end -}}
+{{- $m := .Values.metrics -}}
+{{- range $name := list "serviceMonitor" "prometheusRule" "dashboard" -}}
+{{- if and (index $m $name).enabled (not $m.enabled) -}}
+{{- fail (printf "metrics.%s.enabled needs metrics.enabled: with metrics off there is nothing to scrape, alert on or chart" $name) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -41,6 +41,7 @@ from vividflow.apiserver.metrics import (
 )
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
+from vividflow.logs import log_context
 from vividflow.runner import worker
 from vividflow.settings import Settings
 from vividflow.storage import locations
@@ -107,28 +108,35 @@ class _WorkerSlot(threading.Thread):
             if spec is None:
                 backend.wait_for_work()
                 continue
-            log.info("job %s started (%s)", spec.job_id, spec.model)
-            self.job_id = spec.job_id
-            try:
-                result = self._execute(spec)
-            except _Abandoned:
-                log.info("job %s stopped: it was cancelled or is no longer this server's", spec.job_id)
-                self._discard_output(spec)
-                continue
-            finally:
-                self.job_id = None
-            with backend.session_factory.begin() as session:
-                if result is None:  # the server is stopping: hand the job back
-                    jobs.release(
-                        session, spec.job_id, backend.identity, settings.job_max_attempts, INTERRUPTED_MESSAGE
-                    )
-                    log.info("job %s handed back: the server is stopping", spec.job_id)
-                elif jobs.record_result(session, spec.job_id, result, backend.identity):
-                    log.info("job %s finished: %s", spec.job_id, "completed" if result.ok else result.reason)
-                else:
-                    log.warning("job %s: result discarded, this executor no longer holds it", spec.job_id)
-                    self._discard_output(spec)
+            with log_context(job_id=spec.job_id):
+                self._run_job(spec)
         self._shutdown_process()
+
+    def _run_job(self, spec: JobSpec) -> None:
+        """Run one claimed job and record how it ended."""
+        backend = self._backend
+        settings = backend.settings
+        log.info("job %s started (%s)", spec.job_id, spec.model)
+        self.job_id = spec.job_id
+        try:
+            result = self._execute(spec)
+        except _Abandoned:
+            log.info("job %s stopped: it was cancelled or is no longer this server's", spec.job_id)
+            self._discard_output(spec)
+            return
+        finally:
+            self.job_id = None
+        with backend.session_factory.begin() as session:
+            if result is None:  # the server is stopping: hand the job back
+                jobs.release(
+                    session, spec.job_id, backend.identity, settings.job_max_attempts, INTERRUPTED_MESSAGE
+                )
+                log.info("job %s handed back: the server is stopping", spec.job_id)
+            elif jobs.record_result(session, spec.job_id, result, backend.identity):
+                log.info("job %s finished: %s", spec.job_id, "completed" if result.ok else result.reason)
+            else:
+                log.warning("job %s: result discarded, this executor no longer holds it", spec.job_id)
+                self._discard_output(spec)
 
     def stop_job(self, job_id: str) -> None:
         """Stop ``job_id`` if this slot runs it (it was cancelled here)."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps
 
 from vividflow.jobspec import WAN_FPS, WanParams
+from vividflow.logs import adopt_library_loggers
 from vividflow.runner.errors import Cancelled, InvalidInput, ModelLoadFailed, OutOfMemory, RunnerError
 from vividflow.runner.models.base import (
     CancelCheck,
@@ -107,6 +108,8 @@ class WanModel:
             raise ModelLoadFailed(f"Wan model directory {source} does not exist")
         try:
             import torch
+            adopt_library_loggers(load=True)  # diffusers and transformers log on import already
+
             from diffusers import WanImageToVideoPipeline
 
             device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
