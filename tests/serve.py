@@ -12,16 +12,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.ports import free_port
+from tests.processes import stop, wait_until_answers
 from vividflow.apiserver.db.session import make_engine, make_session_factory
 from vividflow.apiserver.services import keys
 
@@ -98,12 +96,7 @@ class ServerProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop(self.process)
 
 
 def server_environment(env: Mapping[str, str], tmp_dir: Path) -> dict[str, str]:
@@ -133,18 +126,7 @@ def running_server(
         )
     server = ServerProcess(process, port, log_path, tmp_dir)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}:\n{server.log()[-3000:]}")
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} not ready after {timeout} s:\n{server.log()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_answers(process, f"{server.url}/readyz", log_path, name=name, timeout=timeout)
         yield server
     finally:
         server.stop()

@@ -29,42 +29,31 @@ class Collecting(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
+JOB_TIMING_HISTOGRAMS: tuple[tuple[str, str, str, tuple[float, ...]], ...] = (
+    # (JobMetrics field, metric name suffix, what it measures, buckets)
+    ("spin_up_time", "spin_up_seconds", "Runner start to model ready", JOB_SECONDS_BUCKETS),
+    ("generation_time", "generation_seconds", "The model's own run", JOB_SECONDS_BUCKETS),
+    ("total_time", "total_seconds", "Submission to completion", JOB_SECONDS_BUCKETS),
+    ("step_time", "step_seconds", "Mean time of one diffusion step", STEP_SECONDS_BUCKETS),
+    ("peak_gpu_memory_bytes", "peak_gpu_memory_bytes", "Peak GPU memory allocated", GPU_MEMORY_BUCKETS),
+)
+
+
 class JobTimings:
-    """Histograms of the timings in a job's ``metrics`` (``JobMetrics`` fields), by model."""
+    """Histograms, by model, of the timings in a job's ``metrics`` (the ``JobMetrics`` fields of
+    :data:`JOB_TIMING_HISTOGRAMS`)."""
 
     def __init__(self, prefix: str, what: str) -> None:
         """``prefix``: e.g. ``vividflow_job`` -> ``vividflow_job_generation_seconds``; ``what``: the
         help text's subject (e.g. "completed jobs")."""
-        self.spin_up = Histogram(
-            f"{prefix}_spin_up_seconds", f"Runner start to model ready, of {what}.", ["model"],
-            buckets=JOB_SECONDS_BUCKETS,
-        )  # fmt: skip
-        self.generation = Histogram(
-            f"{prefix}_generation_seconds", f"The model's own run, of {what}.", ["model"],
-            buckets=JOB_SECONDS_BUCKETS,
-        )  # fmt: skip
-        self.total = Histogram(
-            f"{prefix}_total_seconds", f"Submission to completion, of {what}.", ["model"],
-            buckets=JOB_SECONDS_BUCKETS,
-        )  # fmt: skip
-        self.step = Histogram(
-            f"{prefix}_step_seconds", f"Mean time of one diffusion step, of {what}.", ["model"],
-            buckets=STEP_SECONDS_BUCKETS,
-        )  # fmt: skip
-        self.peak_gpu_memory = Histogram(
-            f"{prefix}_peak_gpu_memory_bytes", f"Peak GPU memory allocated, of {what}.", ["model"],
-            buckets=GPU_MEMORY_BUCKETS,
-        )  # fmt: skip
+        self.histograms = {
+            field: Histogram(f"{prefix}_{suffix}", f"{meaning}, of {what}.", ["model"], buckets=buckets)
+            for field, suffix, meaning, buckets in JOB_TIMING_HISTOGRAMS
+        }
 
     def observe(self, model: str, metrics: Mapping[str, Any]) -> None:
         """Observe what ``metrics`` (a job's ``JobMetrics`` as JSON, snake_case) reports."""
-        for field, histogram in (
-            ("spin_up_time", self.spin_up),
-            ("generation_time", self.generation),
-            ("total_time", self.total),
-            ("step_time", self.step),
-            ("peak_gpu_memory_bytes", self.peak_gpu_memory),
-        ):
+        for field, histogram in self.histograms.items():
             value = metrics.get(field)
             if isinstance(value, int | float) and value >= 0:
                 histogram.labels(model=model).observe(float(value))

@@ -42,6 +42,7 @@ from tests.kube.cluster_api import cluster_settings, new_user, running_api, subm
 from tests.kube.controlplane import ControlPlane
 from tests.kube.kubelet import FakeKubelet
 from tests.ports import free_port
+from tests.processes import stop
 from vividflow.jobspec import GROUP, PLURAL, VERSION, JobParameters, JobSpec, ModelName, videojob_manifest
 
 RELEASE = "vf"
@@ -505,12 +506,7 @@ def operator_process(
     try:
         yield process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)
 
 
 def _alive(port: int) -> bool:

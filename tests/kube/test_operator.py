@@ -365,7 +365,9 @@ def test_creates_one_owned_job_per_videojob_and_survives_restarts(
     )
     for name, version in versions.items():
         assert get_videojob(kube_api, kube_namespace, name)["metadata"]["resourceVersion"] == version
-        assert events_of(kube_api, kube_namespace, name) == []  # Queued is where a VideoJob starts
+        # Queued is where a VideoJob starts: its one Event says its Job was made, once, restarts or not.
+        created = ("Normal", "JobCreated", f"Created the runner Job {name}.")
+        assert events_of(kube_api, kube_namespace, name) == [created]
 
 
 def test_runner_success_completes_with_result_and_metrics(
@@ -399,7 +401,7 @@ def test_runner_success_completes_with_result_and_metrics(
         status, "Finished"
     )
     reasons = [reason for _, reason, _ in wait_event(kube_api, kube_namespace, name, "Completed")]
-    assert reasons == ["Started", "Completed"]
+    assert reasons == ["JobCreated", "Started", "Completed"]
     assert run.env["VIVID_VIDEOJOB_NAME"] == name and run.exit_code == 0
 
 
@@ -642,8 +644,9 @@ def test_gpu_concurrency_limit_holds_jobs_suspended_in_order(
         wait_phase(kube_api, kube_namespace, veo, "Completed")  # no GPU: not limited
         held = wait_phase(kube_api, kube_namespace, second, "Queued")["status"]
         assert condition(held, "Started")["reason"] == "WaitingForCapacity"
+        created = ("Normal", "JobCreated", f"Created the runner Job {second}, suspended until admitted.")
         waiting = ("Normal", "WaitingForCapacity", "The job is waiting for a free GPU slot.")
-        assert wait_event(kube_api, kube_namespace, second, "WaitingForCapacity") == [waiting]
+        assert wait_event(kube_api, kube_namespace, second, "WaitingForCapacity") == [created, waiting]
         assert (get_job(kube_plane, kube_namespace, second) or {})["spec"]["suspend"] is True
         assert not pods_of(kube_plane, kube_namespace, second)
 
@@ -651,6 +654,8 @@ def test_gpu_concurrency_limit_holds_jobs_suspended_in_order(
         wait_phase(kube_api, kube_namespace, first, "Completed")
         fake_kubelet.wait_for_runs(job_name=second)
         assert (get_job(kube_plane, kube_namespace, second) or {})["spec"]["suspend"] is False
+        admitted = wait_event(kube_api, kube_namespace, second, "Admitted")
+        assert admitted[:2] == [created, waiting] and admitted[2][:2] == ("Normal", "Admitted")
         wait_phase(kube_api, kube_namespace, second, "Processing")
         open_gate(gate_dir, second)
         wait_phase(kube_api, kube_namespace, second, "Completed")
