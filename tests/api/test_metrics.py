@@ -74,7 +74,7 @@ def test_queue_depth_is_read_from_the_database(client: TestClient, headers: dict
 
 
 def test_rate_limit_refusals_are_counted_by_limit(make_settings: MakeSettings) -> None:
-    with TestClient(create_app(make_settings(rate_limits=["2/minute"]))) as client:
+    with TestClient(create_app(make_settings(rate_limits=["2/day"]))) as client:
         headers = {"X-API-Key": create_api_key(client, "rita@example.com")}
         before = scrape(client)
         answers = [client.get("/api/v1/usage", headers=headers).status_code for _ in range(3)]

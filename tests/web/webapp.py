@@ -11,6 +11,7 @@ from 127.0.0.1, do not run into them; the throttle test serves its own app with 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -165,3 +166,12 @@ def assert_no_console_errors(console_errors: list[str], where: str, *refused_url
         if not ((found := _FAILED_DOCUMENT.fullmatch(error)) and found["url"] in refused_urls)
     ]
     assert unexpected == [], f"{where}: {unexpected}"
+
+
+def wait_for_early_in_a_window(window_seconds: int, room: float) -> None:
+    """Wait until at least ``room`` seconds are left of the rate limiter's current window (the
+    ``limits`` library's windows start at multiples of ``window_seconds`` since the epoch)."""
+    deadline = time.monotonic() + window_seconds
+    while window_seconds - time.time() % window_seconds < room:
+        assert time.monotonic() < deadline, "the clock did not move on"
+        time.sleep(0.2)
