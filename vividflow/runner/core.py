@@ -15,6 +15,7 @@ from vividflow.runner.errors import Cancelled, InvalidInput, OutOfMemory, Runner
 from vividflow.runner.models.base import (
     CancelCheck,
     GenerationRequest,
+    MonotonicProgress,
     ProgressCallback,
     VideoModel,
 )
@@ -51,20 +52,6 @@ def _ignore(_: int) -> None:
     return None
 
 
-class _MonotonicProgress:
-    """Forwards only rising values, so callers never see progress go backwards or repeat."""
-
-    def __init__(self, sink: ProgressCallback) -> None:
-        self._sink = sink
-        self.last = -1
-
-    def __call__(self, value: int) -> None:
-        value = max(0, min(100, int(value)))
-        if value > self.last:
-            self.last = value
-            self._sink(value)
-
-
 class Runner:
     """Runs jobs one at a time and keeps each loaded model warm for the next job."""
 
@@ -86,7 +73,7 @@ class Runner:
     ) -> RunResult:
         started = self._fresh_since or time.monotonic()
         self._fresh_since = None
-        progress = _MonotonicProgress(on_progress)
+        progress = MonotonicProgress(on_progress)
         try:
             with tempfile.TemporaryDirectory(prefix=f"vividflow-{spec.job_id}-") as workdir:
                 return self._run(spec, started, progress, should_cancel, Path(workdir))
@@ -104,7 +91,7 @@ class Runner:
         self,
         spec: JobSpec,
         started: float,
-        progress: _MonotonicProgress,
+        progress: MonotonicProgress,
         should_cancel: CancelCheck,
         workdir: Path,
     ) -> RunResult:

@@ -14,6 +14,20 @@ from vividflow.jobspec import JobSpec
 ProgressCallback = Callable[[int], None]
 """Called with 0-100 as generation advances (monotonic)."""
 
+class MonotonicProgress:
+    """Forwards 0-100 (clamped) only when it rises, so a caller never sees progress go back or repeat."""
+
+    def __init__(self, sink: ProgressCallback) -> None:
+        self._sink = sink
+        self._last = -1
+
+    def __call__(self, value: int) -> None:
+        value = max(0, min(100, int(value)))
+        if value > self._last:
+            self._last = value
+            self._sink(value)
+
+
 CancelCheck = Callable[[], bool]
 """Returns True when the job should stop; models check it between steps or polls."""
 

@@ -29,6 +29,7 @@ from google.auth.credentials import Credentials
 from google.auth.exceptions import GoogleAuthError
 from google.genai import errors as genai_errors
 from google.genai import types
+from google.rpc import code_pb2
 
 from vividflow.genai_client import (
     SDK_NETWORK_ERRORS,
@@ -49,6 +50,7 @@ from vividflow.runner.models.base import (
     CancelCheck,
     GenerationOutput,
     GenerationRequest,
+    MonotonicProgress,
     ProgressCallback,
 )
 from vividflow.runner.models.veo_prompt import fold_prompt
@@ -71,25 +73,7 @@ _TYPICAL_RUN_SECONDS = 60.0
 _MAX_ESTIMATE = 94
 _MESSAGE_LIMIT = 500
 
-_RPC_CODES = {
-    1: "CANCELLED",
-    2: "UNKNOWN",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    10: "ABORTED",
-    11: "OUT_OF_RANGE",
-    12: "UNIMPLEMENTED",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
-_INVALID_INPUT_RPC_CODES = frozenset({3, 11})
+_INVALID_INPUT_RPC_CODES = frozenset({code_pb2.INVALID_ARGUMENT, code_pb2.OUT_OF_RANGE})
 _INVALID_INPUT_HTTP_CODES = frozenset({400, 413, 422})
 _TRANSIENT_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -162,7 +146,7 @@ def operation_error(error: dict[str, Any]) -> RunnerError:
     (UpstreamError).
     """
     code = error.get("code")
-    name = _RPC_CODES.get(code, "ERROR") if isinstance(code, int) else "ERROR"
+    name = code_pb2.Code.Name(code) if code in code_pb2.Code.values() else "ERROR"
     message = f"Veo failed ({name}, code {code}): {_short(error.get('message') or 'no message')}"
     if code in _INVALID_INPUT_RPC_CODES:
         return InvalidInput(message)
@@ -282,7 +266,7 @@ class VeoModel:
         should_cancel: CancelCheck,
     ) -> types.GenerateVideosOperation:
         started = self._clock()
-        reported = -1
+        progress = MonotonicProgress(on_progress)
         failures = 0
         intervals = poll_intervals(self.settings.veo_poll_initial_seconds, self.settings.veo_poll_max_seconds)
         while not operation.done:
@@ -298,10 +282,7 @@ class VeoModel:
                 if failures > _TRANSIENT_POLL_ERRORS:
                     raise UpstreamError(exc.message) from None
                 log.warning("Polling Veo failed (%s); retrying", exc.message)
-            estimate = estimate_progress(self._clock() - started)
-            if estimate > reported:
-                reported = estimate
-                on_progress(estimate)
+            progress(estimate_progress(self._clock() - started))
         return operation
 
     def _sleep_until(self, wake_at: float, should_cancel: CancelCheck) -> None:

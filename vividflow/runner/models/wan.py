@@ -22,6 +22,7 @@ from vividflow.runner.models.base import (
     CancelCheck,
     GenerationOutput,
     GenerationRequest,
+    MonotonicProgress,
     ProgressCallback,
 )
 from vividflow.runner.video import export_mp4
@@ -139,7 +140,7 @@ class WanModel:
         params = request.spec.params
         if not isinstance(params, WanParams):
             raise InvalidInput(f"the Wan model cannot run a {request.spec.model} job")
-        progress = _MonotonicProgress(on_progress)
+        progress = MonotonicProgress(on_progress)
         steps = _StepClock()
         with self._lock:
             try:
@@ -171,7 +172,7 @@ class WanModel:
         prompt: str,
         params: WanParams,
         image: Image.Image,
-        progress: _MonotonicProgress,
+        progress: MonotonicProgress,
         should_cancel: CancelCheck,
         steps: _StepClock,
     ) -> Any:
@@ -265,20 +266,6 @@ def as_out_of_memory(error: BaseException, doing: str) -> OutOfMemory | None:
         f"Out of memory while {doing}; try fewer frames or a smaller size, or enable "
         "VIVID_WAN_CPU_OFFLOAD / VIVID_WAN_VAE_TILING"
     )
-
-
-class _MonotonicProgress:
-    """Forwards 0-100 to the caller, only when it rises."""
-
-    def __init__(self, callback: ProgressCallback) -> None:
-        self._callback = callback
-        self._last = -1
-
-    def __call__(self, percent: int) -> None:
-        percent = max(0, min(100, percent))
-        if percent > self._last:
-            self._last = percent
-            self._callback(percent)
 
 
 def _check_cancel(should_cancel: CancelCheck) -> None:
