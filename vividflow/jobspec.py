@@ -9,9 +9,10 @@ snake_case in Python and camelCase on the wire of the VideoJob resource (``by_al
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -143,6 +144,11 @@ VEO_RESOLUTIONS = ("720p", "1080p")
 
 
 _SIDE: dict[str, Any] = {"minimum": WAN_MIN_SIDE, "maximum": WAN_MAX_SIDE, "multipleOf": WAN_SIDE_MULTIPLE}
+
+
+def aware_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC with its time zone; a naive one (as databases keep them) is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _check_wan_side(name: str, value: int) -> int:
@@ -308,6 +314,11 @@ class JobSpec(_Wire):
     created_at: datetime = Field(description="When the API accepted the job (for total_time).")
     cancel_requested: bool = False
 
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return aware_utc(value)
+
     @model_validator(mode="after")
     def _parameters_match_model(self) -> JobSpec:
         self.parameters.of(self.model)
@@ -364,6 +375,18 @@ GROUP = "vivid.studioionique.com"
 VERSION = "v1alpha1"
 KIND = "VideoJob"
 PLURAL = "videojobs"
+Json = Mapping[str, Any]
+"""A Kubernetes object as JSON (a VideoJob, Job, Pod or Event), as the operator reads it."""
+MERGE_PATCH = "application/merge-patch+json"
+"""The content type of the JSON merge patches the operator and runners send."""
+
+
+def videojob_path(namespace: str, name: str = "", subresource: str = "") -> str:
+    """The Kubernetes API path of the namespace's VideoJobs, one of them, or its subresource."""
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+    if name:
+        path += f"/{quote(name)}"
+    return path + (f"/{subresource}" if subresource else "")
 SHORT_NAME = "vj"
 API_VERSION = f"{GROUP}/{VERSION}"
 

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+from vividflow.jobspec import aware_utc
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` as the database keeps it: naive UTC."""
+    return None if moment is None else aware_utc(moment).replace(tzinfo=None)
 
 
 def today() -> date:

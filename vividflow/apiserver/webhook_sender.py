@@ -27,6 +27,7 @@ from vividflow.apiserver.services import events, webhooks
 from vividflow.apiserver.services.events import Announced
 from vividflow.apiserver.services.webhooks import Attempt, Claimed
 from vividflow.apiserver.state import AppState
+from vividflow.jobspec import aware_utc
 from vividflow.storage import fetch
 from vividflow.storage.errors import StorageError
 
@@ -60,9 +61,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
+    return max(0.0, (aware_utc(moment) - now).total_seconds())
 
 
 def signed_headers(claimed: Claimed, now: datetime) -> dict[str, str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from vividflow.jobspec import LABEL_MODEL, ModelName
+from vividflow.jobspec import LABEL_MODEL, Json, ModelName
 from vividflow.operator.jobs import KUEUE_QUEUE_LABEL, ORDER_ANNOTATION
 from vividflow.operator.status import job_finished
 
-Json = Mapping[str, Any]
 GPU_JOBS_SELECTOR = f"{LABEL_MODEL}={ModelName.WAN21.value}"
 """Label selector of the Jobs that the limit counts."""
 

@@ -7,12 +7,9 @@ that cannot be undone (a terminal status, a lost Job) are taken on fresh reads, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
 
-from vividflow.jobspec import LABEL_VIDEOJOB
+from vividflow.jobspec import LABEL_VIDEOJOB, Json
 
-Json = Mapping[str, Any]
 Key = tuple[str, str]
 """(namespace, VideoJob name)"""
 

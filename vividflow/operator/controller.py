@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from vividflow.jobspec import operator_outcome
+from vividflow.jobspec import Json, operator_outcome
 from vividflow.logs import log_context
 from vividflow.operator import metrics
 from vividflow.operator.cache import Cache, Key, key_of
@@ -23,7 +22,6 @@ from vividflow.operator.workqueue import WorkQueue
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
-Json = Mapping[str, Any]
 FRESH_EVERY = 10
 WorkKey = tuple[str, str, str]
 """("videojob", namespace, name) or ("admission", namespace, "")"""

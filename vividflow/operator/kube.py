@@ -12,11 +12,10 @@ from urllib.parse import quote
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from vividflow.jobspec import GROUP, PLURAL, VERSION
 from vividflow.operator.metrics import count_api_error
 
-Json = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
+Body = dict[str, Any]
+"""A Kubernetes object as the API server answers it (the caller may change it)."""
 
 
 class KubeError(Exception):
@@ -62,7 +61,7 @@ class Kube:
         body: Any = None,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
-    ) -> Json:
+    ) -> Body:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         method, url, headers, body, _ = self._api.param_serialize(
             method,
@@ -86,10 +85,10 @@ class Kube:
             except ValueError:
                 message = data.decode(errors="replace")[:500]
             raise KubeError(response.status, message)
-        result: Json = json.loads(data) if data else {}
+        result: Body = json.loads(data) if data else {}
         return result
 
-    def get(self, path: str) -> Json | None:
+    def get(self, path: str) -> Body | None:
         """The object at ``path``, or None if there is none."""
         try:
             return self.request("GET", path)
@@ -107,13 +106,6 @@ class Kube:
                 return False
             raise
         return True
-
-
-def videojob_path(namespace: str, name: str = "", subresource: str = "") -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
-    if name:
-        path += f"/{quote(name)}"
-    return path + (f"/{subresource}" if subresource else "")
 
 
 def job_path(namespace: str, name: str = "") -> str:

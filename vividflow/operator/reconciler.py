@@ -9,7 +9,7 @@ VideoJob at once (``workqueue``), and peering keeps a second operator replica pa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,18 +19,21 @@ import kopf
 from vividflow.jobspec import (
     ANNOTATION_OUTCOME,
     LABEL_VIDEOJOB,
+    MERGE_PATCH,
     TERMINAL_PHASES,
     JobSpec,
+    Json,
     ModelName,
     VideoJobStatus,
     operator_outcome,
+    videojob_path,
 )
 from vividflow.operator import metrics
 from vividflow.operator.admission import GPU_JOBS_SELECTOR, jobs_to_release
 from vividflow.operator.cache import Cache, Key
 from vividflow.operator.events import EventRecorder
 from vividflow.operator.jobs import job_manifest
-from vividflow.operator.kube import MERGE_PATCH, Kube, KubeError, job_path, pods_path, videojob_path
+from vividflow.operator.kube import Kube, KubeError, job_path, pods_path
 from vividflow.operator.status import (
     Decision,
     Event,
@@ -43,7 +46,6 @@ from vividflow.operator.status import (
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
-Json = Mapping[str, Any]
 MAX_CONFLICTS = 5
 
 

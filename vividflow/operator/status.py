@@ -12,7 +12,7 @@ runners may patch cannot change); a terminal ``status.phase`` without it is deci
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from vividflow.jobspec import (
     Condition,
     FailureReason,
     JobSpec,
+    Json,
     Phase,
     RunnerExit,
     RunResult,
@@ -36,7 +37,6 @@ IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImag
 STUCK_WAITING_REASONS = IMAGE_PULL_REASONS | {"CreateContainerConfigError"}
 """Container waiting reasons that do not resolve by themselves: fail after a grace period."""
 _MESSAGE_CHARS = 1000
-Json = Mapping[str, Any]
 
 
 @dataclass(frozen=True)

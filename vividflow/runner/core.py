@@ -143,7 +143,7 @@ class Runner:
         upload_time = time.monotonic() - upload_started
 
         progress(100)
-        created = spec.created_at if spec.created_at.tzinfo else spec.created_at.replace(tzinfo=UTC)
+        created = spec.created_at  # timezone-aware (JobSpec makes it so)
         metrics = JobMetrics(
             spin_up_time=round(spin_up, 3),
             generation_time=round(generation_time, 3),

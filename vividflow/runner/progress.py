@@ -18,17 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import yaml
 
-from vividflow.jobspec import GROUP, PLURAL, TERMINAL_PHASES, VERSION
+from vividflow.jobspec import MERGE_PATCH, TERMINAL_PHASES, videojob_path
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-MERGE_PATCH = "application/merge-patch+json"
 
 
 @dataclass(frozen=True)
@@ -96,8 +94,7 @@ class ProgressReporter:
         min_interval: float = 2.0,
         timeout: float = 5.0,
     ) -> None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}/status"
-        self._url = target.server + path
+        self._url = target.server + videojob_path(namespace, name, "status")
         self._target = target
         self._client = httpx.Client(verify=target.ca, timeout=timeout)
         self._min_interval = min_interval

@@ -5,13 +5,13 @@ without ever moving a job backwards."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Row, Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from vividflow.apiserver.clock import utcnow
+from vividflow.apiserver.clock import naive_utc, utcnow
 from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.services import credits, events
 from vividflow.apiserver.services.keys import Principal
@@ -86,7 +86,7 @@ def job_spec(job: Job, deadline_seconds: int) -> JobSpec:
         parameters=JobParameters.model_validate(job.parameters),
         output_uri=job.output_uri,
         deadline_seconds=deadline_seconds,
-        created_at=job.created_at.replace(tzinfo=UTC) if job.created_at.tzinfo is None else job.created_at,
+        created_at=job.created_at,
         cancel_requested=job.cancel_requested,
     )
 
@@ -330,12 +330,6 @@ def record_result(session: Session, job_id: str, result: RunResult, owner: str) 
 # ---------------------------------------------------------------------------------------------------
 
 
-def _naive_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def mark_dispatched(session: Session, job_id: str) -> None:
     """The job's VideoJob exists now (from here on, its absence means it was deleted)."""
     session.execute(
@@ -356,7 +350,7 @@ def apply_videojob_status(
     target = status.status
     if target is JobStatus.QUEUED:
         return False
-    started = _naive_utc(status.start_time)
+    started = naive_utc(status.start_time)
     if target is JobStatus.PROCESSING:
         moved = transition(
             session,
@@ -370,7 +364,7 @@ def apply_videojob_status(
     job = get_job(session, job_id)
     if job is None or JobStatus(job.status).is_terminal:
         return False
-    ended = _naive_utc(status.completion_time) or utcnow()
+    ended = naive_utc(status.completion_time) or utcnow()
     started = job.started_at or started
     values: dict[str, Any] = {
         "started_at": started,
