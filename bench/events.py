@@ -16,7 +16,7 @@ nothing runs jobs inside it; per-user limits raised to fit N clients; other ``VI
 the environment pass through, e.g. ``VIVID_DB_THREADS``):
 
 - N jobs (veo3.1, a small PNG) are inserted into the database as ``POST /generate`` records them and
-  started (the UPDATE of ``jobs.claim_next_queued``, under the driver's lease owner) before the
+  started (the UPDATE of ``leases.claim_next_queued``, under the driver's lease owner) before the
   clients come; with ``--from-queued`` they stay queued and the start is the first timed change.
   One more job goes through ``POST /generate``, a stream, polls and a cancel to warm the server up
   before its idle RSS is read.

@@ -66,9 +66,7 @@ def operator(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     metrics_port: Annotated[
         int | None,
-        typer.Option(
-            min=0, max=65535, help="Serve Prometheus metrics on this port (0: off; default 9090)."
-        ),
+        typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (0: off; default 9090)."),
     ] = None,
 ) -> None:
     """Run the VideoJob operator (kopf): VideoJobs -> runner Jobs -> VideoJob status."""

@@ -184,9 +184,36 @@ class Settings(BaseSettings):
     wan_model: str = Field(
         "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", description="Hugging Face model id or a local directory."
     )
+    wan_model_480p: str = Field(
+        "", description="Checkpoint for jobs up to 832x480 pixels (id or directory); empty: VIVID_WAN_MODEL."
+    )
+    wan_model_720p: str = Field(
+        "", description="Checkpoint for jobs above 832x480 pixels (id or directory); empty: VIVID_WAN_MODEL."
+    )
     wan_device: str | None = Field(None, description="torch device; default cuda if available, else cpu.")
-    wan_cpu_offload: bool = Field(False, description="Enable model CPU offload (smaller GPUs).")
+    wan_cpu_offload: bool = Field(
+        False, description="Enable model CPU offload (smaller GPUs); the same as VIVID_WAN_OFFLOAD=model."
+    )
+    wan_offload: Literal["none", "model", "group"] = Field(
+        "none",
+        description="Memory offload: none, model (diffusers model CPU offload) or group (group offload "
+        "with CUDA streams, for 24 GB GPUs); group needs CUDA.",
+    )
     wan_vae_tiling: bool = Field(False, description="Enable VAE tiling (smaller GPUs).")
+    wan_attention: str = Field(
+        "native",
+        description="diffusers attention backend (native, flash, flash_hub, sage, ...); checked at load.",
+    )
+    wan_cache: Literal["none", "first_block"] = Field(
+        "none",
+        description="Step caching of the transformer: none or first_block (diffusers First Block Cache).",
+    )
+    wan_cache_threshold: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="First Block Cache threshold: higher skips more steps (faster, rougher).",
+    )
 
     # --- Veo 3.1 -----------------------------------------------------------------------------
     veo_model: str = Field("veo-3.1-generate-001", description="Vertex AI Veo model id.")

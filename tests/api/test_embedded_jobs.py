@@ -18,7 +18,7 @@ from tests.api.conftest import MakeSettings, app_state, create_api_key, image_by
 from tests.fixtures.fake_vertex import FakeVertex
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.db.models import Job
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import jobs, leases
 from vividflow.runner.video import probe_mp4
 
 
@@ -152,7 +152,7 @@ def test_restart_loses_no_job(make_settings: MakeSettings, fake_vertex: FakeVert
         with app_state(client).session_factory.begin() as session:
             # As if an executor had started them and then died: leases that have run out.
             for expected in (interrupted, exhausted):
-                claimed = jobs.claim_next_queued(session, "dead-executor", lease_seconds=0)
+                claimed = leases.claim_next_queued(session, "dead-executor", lease_seconds=0)
                 assert claimed is not None and claimed.id == expected
             session.execute(update(Job).where(Job.id == exhausted).values(attempts=3))
         assert client.get("/api/v1/usage", headers=headers).json()["credits_remaining"] == 497

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import app_state, create_api_key, submit
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import jobs, leases
 from vividflow.jobspec import FailureReason, JobMetrics, JobStatus, RunResult
 
 EXECUTOR = "test-executor"
@@ -34,7 +34,7 @@ def test_processing_completed_and_failed_bodies(
     done, broken = submit(client, headers), submit(client, headers)
     factory = app_state(client).session_factory
     with factory.begin() as session:
-        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+        assert leases.claim_next_queued(session, EXECUTOR, LEASE) is not None
         jobs.record_progress(session, done, 40)
     body = client.get(f"/api/v1/status/{done}", headers=headers).json()
     assert body["status"] == "processing" and body["progress"] == 40
@@ -48,7 +48,7 @@ def test_processing_completed_and_failed_bodies(
             RunResult.success(result_url="https://example/v.mp4", output_uri="/x.mp4", metrics=metrics),
             EXECUTOR,
         )
-        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+        assert leases.claim_next_queued(session, EXECUTOR, LEASE) is not None
         jobs.record_result(
             session, broken, RunResult.failure(FailureReason.INVALID_INPUT, "bad image"), EXECUTOR
         )
@@ -70,7 +70,7 @@ def test_processing_completed_and_failed_bodies(
 def test_cancel_queued_only(client: TestClient, headers: dict[str, str], png: bytes) -> None:
     queued, running = submit(client, headers), submit(client, headers)
     with app_state(client).session_factory.begin() as session:
-        claimed = jobs.claim_next_queued(session, EXECUTOR, LEASE)
+        claimed = leases.claim_next_queued(session, EXECUTOR, LEASE)
         assert claimed is not None and claimed.id == queued
     response = client.post(f"/api/v1/cancel/{queued}", headers=headers)
     assert response.status_code == 409
@@ -86,7 +86,7 @@ def test_cancel_queued_only(client: TestClient, headers: dict[str, str], png: by
     assert body["status"] == "cancelled" and body["message"] == "Job was cancelled."
     assert client.post(f"/api/v1/cancel/{running}", headers=headers).status_code == 409
     with app_state(client).session_factory.begin() as session:
-        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is None  # cancelled jobs leave the queue
+        assert leases.claim_next_queued(session, EXECUTOR, LEASE) is None  # cancelled jobs leave the queue
 
 
 def test_unknown_job_is_404(client: TestClient, headers: dict[str, str]) -> None:
@@ -172,7 +172,7 @@ def test_failures_that_are_not_the_inputs_fault_are_refunded(
     job_id = submit(client, headers)
     assert _credits_remaining(client, headers) == 499
     with app_state(client).session_factory.begin() as session:
-        assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+        assert leases.claim_next_queued(session, EXECUTOR, LEASE) is not None
         assert jobs.record_result(session, job_id, RunResult.failure(reason, "it failed"), EXECUTOR)
     assert _credits_remaining(client, headers) == (500 if refunded else 499)
     expected = "cancelled" if reason is FailureReason.CANCELLED else "failed"
@@ -194,9 +194,9 @@ def test_an_executor_that_lost_its_lease_cannot_write_the_result(
     job_id = submit(client, headers)
     factory = app_state(client).session_factory
     with factory.begin() as session:
-        assert jobs.claim_next_queued(session, "old-executor", lease_seconds=0) is not None
-        assert jobs.recover_expired(session, max_attempts=3, message="gone") == (1, 0)
-        assert jobs.claim_next_queued(session, "new-executor", LEASE) is not None
+        assert leases.claim_next_queued(session, "old-executor", lease_seconds=0) is not None
+        assert leases.recover_expired(session, max_attempts=3, message="gone") == (1, 0)
+        assert leases.claim_next_queued(session, "new-executor", LEASE) is not None
     late = RunResult.failure(FailureReason.INTERNAL, "too late")
     with factory.begin() as session:
         assert not jobs.record_progress(session, job_id, 50, "old-executor")
@@ -214,7 +214,7 @@ def test_usage_stays_consistent_while_jobs_end_concurrently(
     factory = app_state(client).session_factory
     with factory.begin() as session:
         for _ in ids:
-            assert jobs.claim_next_queued(session, EXECUTOR, LEASE) is not None
+            assert leases.claim_next_queued(session, EXECUTOR, LEASE) is not None
     reasons = [FailureReason.INTERNAL, FailureReason.INVALID_INPUT] * 6
     barrier = threading.Barrier(len(ids) + 4)
 

@@ -32,7 +32,7 @@ from tests.served_app import submit as submit_over_http
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.db.models import Job, User, WebhookDelivery
 from vividflow.apiserver.db.session import make_engine, make_session_factory
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import jobs, leases
 from vividflow.apiserver.services.webhooks import PROGRESS_INTERVAL_SECONDS
 from vividflow.apiserver.webhook_sender import USER_AGENT, retry_after_seconds
 from vividflow.jobspec import JobMetrics, RunResult
@@ -83,7 +83,7 @@ def factory(client: TestClient) -> Factory:
 
 def start(client: TestClient, job_id: str) -> None:
     with factory(client).begin() as session:
-        claimed = jobs.claim_next_queued(session, EXECUTOR, lease_seconds=300)
+        claimed = leases.claim_next_queued(session, EXECUTOR, lease_seconds=300)
         assert claimed is not None and claimed.id == job_id
 
 

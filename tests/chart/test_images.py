@@ -360,7 +360,8 @@ SLIM_IMAGES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "runner-veo": (
-        ["torch", "diffusers", "transformers", "accelerate", "fastapi", "sqlalchemy", "kopf", "kubernetes"],
+        # kubernetes is installed: progress goes through vividflow.kube, the one client layer.
+        ["torch", "diffusers", "transformers", "accelerate", "fastapi", "sqlalchemy", "kopf"],
         [
             "vividflow.runner.cli",
             "vividflow.runner.models.veo",

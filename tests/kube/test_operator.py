@@ -41,11 +41,13 @@ from vividflow.jobspec import (
     videojob_manifest,
     videojob_name,
 )
+from vividflow.kube.client import Kube
+from vividflow.kube.config import load_configuration
 from vividflow.operator.controller import Controller
 from vividflow.operator.handlers import build_registry
 from vividflow.operator.jobs import KUEUE_QUEUE_LABEL
 from vividflow.operator.main import create_controller
-from vividflow.runner.progress import ApiTarget, ProgressReporter
+from vividflow.runner.progress import ProgressReporter
 from vividflow.settings import Settings
 
 FAKE_RUNNER = r"""
@@ -788,19 +790,19 @@ def test_runner_reports_progress_with_a_service_account_that_can_do_nothing_else
         assert _status_code(lambda: k8s.BatchV1Api(limited).list_namespaced_job(kube_namespace)) == 403
 
     # Never backwards: a reporter that starts again from 0 (a retried Pod) does not lower it.
-    target = ApiTarget.from_kubeconfig(runner_sa.kubeconfig)
-    again = ProgressReporter(target, kube_namespace, name, min_interval=0.0)
+    configuration = load_configuration(runner_sa.kubeconfig)
+    again = ProgressReporter(Kube(configuration), kube_namespace, name, min_interval=0.0)
     again(20)
     again.close()
     assert again.sent == 20 and get_videojob(kube_api, kube_namespace, name)["status"]["progress"] == 40
-    more = ProgressReporter(target, kube_namespace, name, min_interval=0.0)
+    more = ProgressReporter(Kube(configuration), kube_namespace, name, min_interval=0.0)
     more(70)
     more.close()
     assert get_videojob(kube_api, kube_namespace, name)["status"]["progress"] == 70
 
     open_gate(gate_dir, name)
     assert wait_phase(kube_api, kube_namespace, name, "Completed")["status"]["progress"] == 100
-    late = ProgressReporter(target, kube_namespace, name, min_interval=0.0)
+    late = ProgressReporter(Kube(configuration), kube_namespace, name, min_interval=0.0)
     late(99)
     late.close()
     final = get_videojob(kube_api, kube_namespace, name)["status"]

@@ -16,10 +16,10 @@ from kubernetes import client as k8s
 from tests.metrics_text import value
 from tests.ports import free_port
 from vividflow.jobspec import LABEL_JOB_ID, LABEL_MODEL, LABEL_VIDEOJOB
+from vividflow.kube.client import Kube
 from vividflow.metrics import exposition
 from vividflow.operator import metrics
 from vividflow.operator.controller import Controller
-from vividflow.operator.kube import Kube
 from vividflow.settings import Settings
 
 

@@ -35,13 +35,8 @@ from vividflow.operator.jobs import (
     ORDER_ANNOTATION,
     job_manifest,
 )
-from vividflow.operator.status import (
-    current_status,
-    decide,
-    format_duration,
-    status_patch,
-    transition_events,
-)
+from vividflow.operator.status import current_status, decide, format_duration
+from vividflow.operator.transitions import status_patch, transition_events
 from vividflow.operator.workqueue import WorkQueue
 from vividflow.runner import cli as runner_cli
 from vividflow.settings import Settings

@@ -42,7 +42,13 @@ from vividflow.jobspec import (
     WanParams,
 )
 from vividflow.runner.core import DEFAULT_LOADERS, ModelLoader, Runner
-from vividflow.runner.models.base import VideoModel
+from vividflow.runner.models.base import (
+    CancelCheck,
+    GenerationOutput,
+    GenerationRequest,
+    ProgressCallback,
+    VideoModel,
+)
 from vividflow.runner.video import probe_mp4
 from vividflow.settings import Settings
 
@@ -313,6 +319,42 @@ def test_wan_job_from_an_https_url(make_settings: Callable[..., Settings], https
     assert result.ok, result
     assert https_server.hits("/runner-core/input.png") == 1
     assert probe_mp4(output).frames == 9
+
+
+class RecordingModel:
+    """Keeps each request it is given and answers with a tiny MP4."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    def generate(
+        self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
+    ) -> GenerationOutput:
+        self.requests.append(request)
+        request.output_path.write_bytes(tiny_mp4())
+        return GenerationOutput(local_path=request.output_path)
+
+
+def test_the_model_gets_upright_rgb_pixels_and_the_files_own_bytes_and_type(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x20, shown rotated to 20x40
+    buffer = io.BytesIO()
+    Image.new("L", (40, 20), 128).save(buffer, "JPEG", exif=exif)
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(buffer.getvalue())
+    settings = make_settings()
+    model = RecordingModel()
+
+    result = Runner(settings, {ModelName.WAN21: lambda _: model}).run(
+        wan_spec(str(photo), str(settings.results_dir / "recorded.mp4"))
+    )
+
+    assert result.ok, result
+    [request] = model.requests
+    assert (request.image.mode, request.image.size) == ("RGB", (20, 40))
+    assert (request.image_bytes, request.image_mime_type) == (photo.read_bytes(), "image/jpeg")
 
 
 # --- failures: a reason, a clear message, nothing left behind --------------------------------

@@ -355,6 +355,19 @@ def test_probe_rejects_damaged_files(
         probe_mp4(damaged)
 
 
+def test_probe_rejects_a_video_whose_later_frames_are_corrupt(tmp_path: Path) -> None:
+    """The header and the first frames are intact: only decoding to the end finds the damage."""
+    path = tmp_path / "long.mp4"
+    rng = np.random.default_rng(0)
+    export_mp4([rng.random((64, 64, 3), dtype=np.float32) for _ in range(40)], path, fps=16)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"mdat") + (len(data) - data.index(b"mdat")) * 6 // 10
+    data[start : start + 200] = bytes((value * 7 + 3) % 256 for value in data[start : start + 200])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cannot decode"):
+        probe_mp4(path)
+
+
 def test_probe_rejects_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         probe_mp4(tmp_path / "missing.mp4")

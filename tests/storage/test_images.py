@@ -11,7 +11,7 @@ from PIL import Image
 
 from vividflow.settings import MB
 from vividflow.storage.errors import InputTooLarge, InvalidImage
-from vividflow.storage.images import decode_image, sniff_image_type, validate_image_bytes
+from vividflow.storage.images import check_image, decode_image, sniff_image_type, validate_image_bytes
 
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
@@ -126,3 +126,18 @@ def test_validate_decodes_fully() -> None:
     data = make_image("JPEG", (64, 64))
     with pytest.raises(InvalidImage, match="corrupt or truncated"):
         validate_image_bytes(data[:200], 1 * MB)
+
+
+@pytest.mark.parametrize(("fmt", "mime"), FORMATS.items())
+def test_check_keeps_the_bytes_the_mime_type_and_the_decoded_image(fmt: str, mime: str) -> None:
+    data = make_image(fmt, (24, 16), mode="RGBA" if fmt == "PNG" else "RGB")
+    checked = check_image(data, 1 * MB)
+    assert (checked.data, checked.mime_type) == (data, mime)
+    assert (checked.image.mode, checked.image.size) == ("RGB", (24, 16))
+
+
+def test_check_refuses_what_validate_refuses() -> None:
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):
+        check_image(make_image("JPEG", (64, 64))[:200], 1 * MB)
+    with pytest.raises(InputTooLarge):
+        check_image(make_image("PNG"), 10)

@@ -34,8 +34,8 @@ def gcs_settings(settings: Settings, gcs_emulator: GcsEmulator) -> Settings:
 def test_read_local_path_and_file_url(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "an input.jpeg.png"  # a JPEG under a misleading name
     path.write_bytes(JPEG)
-    assert read_input(str(path), settings) == JPEG
-    assert read_input(path.as_uri(), settings) == JPEG
+    assert read_input(str(path), settings).data == JPEG
+    assert read_input(path.as_uri(), settings).data == JPEG
 
 
 def test_read_local_missing_file(settings: Settings, tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_read_gcs_by_gs_and_https_url(gcs_settings: Settings, gcs_emulator: GcsE
     by_https = read_input(
         f"https://storage.googleapis.com/{BUCKET}/user%20uploads/%C3%BC%201.webp", gcs_settings
     )
-    assert by_gs == by_https == make_image("WEBP")
+    assert by_gs.data == by_https.data == make_image("WEBP")
 
 
 def test_read_gcs_validates_the_image(gcs_settings: Settings, gcs_emulator: GcsEmulator) -> None:
@@ -85,7 +85,7 @@ def test_read_gs_url_without_object(settings: Settings) -> None:
 
 def test_read_https_url(settings: Settings, https_server: HttpsServer) -> None:
     url = https_server.add("locations/input.png", PNG, "image/png")
-    assert read_input(url, settings.model_copy(update=https_server.settings_overrides())) == PNG
+    assert read_input(url, settings.model_copy(update=https_server.settings_overrides())).data == PNG
 
 
 def test_read_https_url_keeps_the_guard(settings: Settings, https_server: HttpsServer) -> None:
@@ -149,7 +149,7 @@ def test_result_url_for_gcs(settings: Settings) -> None:
 def test_local_round_trip(settings: Settings, tmp_path: Path) -> None:
     input_uri = store_input(JPEG, "job_abc-1", "image/jpeg", settings)
     assert Path(input_uri) == (settings.inputs_dir / "job_abc-1.jpg").resolve()
-    assert read_input(input_uri, settings) == JPEG
+    assert read_input(input_uri, settings).data == JPEG
 
     output_uri = output_uri_for("job_abc-1", settings)
     assert Path(output_uri) == (settings.results_dir / "job_abc-1.mp4").resolve()
@@ -164,7 +164,7 @@ def test_gcs_round_trip(gcs_settings: Settings, gcs_emulator: GcsEmulator, tmp_p
     assert input_uri == f"gs://{BUCKET}/in/job-7.png"
     blob = gcs_emulator.client().bucket(BUCKET).get_blob("in/job-7.png")
     assert blob is not None and blob.content_type == "image/png"
-    assert read_input(input_uri, gcs_settings) == PNG
+    assert read_input(input_uri, gcs_settings).data == PNG
 
     output_uri = output_uri_for("job-7", gcs_settings)
     assert output_uri == f"gs://{BUCKET}/out/videos/job-7.mp4"

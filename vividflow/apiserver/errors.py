@@ -1,5 +1,6 @@
 """The API's error type and the handlers that give every error the contract's body:
-``{"error": "...", "details": [...]}`` (429 adds ``retry_after``)."""
+``{"error": "...", "details": [...]}`` (429 adds ``retry_after``). The service layer's refusals
+(services.errors) become responses here, in :func:`service_error`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
+
+from vividflow.apiserver.clock import iso, utcnow
+from vividflow.apiserver.services.errors import CreditsExhausted, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,16 @@ def too_many_requests(
     )
 
 
+def service_error(error: ServiceError) -> ApiError:
+    """The response to a refusal of the service layer: the one place each kind is mapped (the API's
+    handler and the web pages both come here)."""
+    if isinstance(error, CreditsExhausted):
+        retry_after = max(1, int((error.resets_at - utcnow()).total_seconds()))
+        detail = f"All {error.limit} daily credits are used; they reset at {iso(error.resets_at)} UTC."
+        return too_many_requests("Daily credit limit reached", detail, retry_after)
+    raise TypeError(f"no response for {type(error).__name__}")  # a new kind must be mapped above
+
+
 def format_validation_errors(error: ValidationError | RequestValidationError, prefix: str = "") -> list[str]:
     """``field: message`` lines; our own validators already name their field in the message."""
     lines: list[str] = []
@@ -86,6 +100,11 @@ def format_validation_errors(error: ValidationError | RequestValidationError, pr
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return _api_error(request, service_error(exc))
 
 
 _TITLES = {
@@ -151,6 +170,7 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)

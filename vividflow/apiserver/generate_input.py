@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vividflow.apiserver.errors import ApiError, format_validation_errors, invalid_parameters
+from vividflow.apiserver.services.submit import JobRequest
 from vividflow.apiserver.services.webhooks import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENTS
 from vividflow.jobspec import (
     DEFAULT_MODEL,
@@ -50,15 +51,11 @@ _PART_TOO_LARGE = "Part exceeded maximum size"
 
 @dataclass(frozen=True)
 class GenerateInput:
-    prompt: str
-    model: ModelName
-    parameters: JobParameters
+    job: JobRequest
+    """What the job is to do, for services.submit."""
     image_url: str | None
     upload: bytes | None
     """The uploaded image's bytes (at most ``max_upload_bytes + 1``: one more tells it is too large)."""
-    webhook_url: str | None = None
-    webhook_events: tuple[str, ...] | None = None
-    """Set with ``webhook_url``: which events it gets (services.webhooks.WEBHOOK_EVENTS)."""
 
 
 async def read_generate_input(request: Request, settings: Settings) -> GenerateInput:
@@ -301,12 +298,11 @@ def validate_fields(fields: dict[str, Any], upload: bytes | None, settings: Sett
 
     if problems or model is None or parameters is None:
         raise invalid_parameters(problems)
-    return GenerateInput(
-        prompt=prompt.strip(),
+    job = JobRequest(
         model=model,
+        prompt=prompt.strip(),
         parameters=parameters,
-        image_url=image_url or None,
-        upload=upload,
         webhook_url=webhook_url,
         webhook_events=webhook_events,
     )
+    return GenerateInput(job=job, image_url=image_url or None, upload=upload)

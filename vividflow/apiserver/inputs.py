@@ -1,6 +1,6 @@
-"""Checking (every pixel decoded) and keeping a job's input image before the job exists, so a bad input never
-creates a job: uploads and fetched URLs are validated by content and stored; GCS objects are
-validated in place and referenced by their gs:// URI.
+"""Checking a job's input image (every pixel decoded) before the job exists, so a bad input never
+creates a job: uploads and fetched URLs are validated by content (then kept by the submission, see
+services.job_inputs); GCS objects are validated in place and referenced by their gs:// URI.
 
 Slow network work stays off the threads that serve database work and plain routes: https URLs are
 fetched on the event loop (async client), GCS reads and writes run on the I/O pool, and each user may
@@ -9,25 +9,15 @@ have only ``max_url_fetches_per_user`` URL downloads at once (per API process).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vividflow.apiserver.errors import ApiError, invalid_parameters
-from vividflow.settings import Settings
-from vividflow.storage import fetch, gcs, images, locations
+from vividflow.apiserver.services.job_inputs import CheckedInput
+from vividflow.storage import fetch, gcs, images
 from vividflow.storage.errors import InputTooLarge, StorageError
 
 if TYPE_CHECKING:
     from vividflow.apiserver.state import AppState
-
-
-@dataclass(frozen=True)
-class CheckedInput:
-    data: bytes
-    mime_type: str
-    gcs_uri: str | None
-    """Set when the image already lives in GCS: the job reads it from there."""
 
 
 async def check_input(
@@ -63,16 +53,3 @@ def _check_gcs_object(location: gcs.GcsLocation, max_bytes: int) -> CheckedInput
     data = gcs.download_bytes(location, max_bytes)
     mime_type = images.validate_image_bytes(data, max_bytes)
     return CheckedInput(data=data, mime_type=mime_type, gcs_uri=location.uri)
-
-
-def keep_input(checked: CheckedInput, job_id: str, settings: Settings) -> str:
-    """Store the input where the job's runner can read it; returns its URI (blocking: GCS or disk)."""
-    if checked.gcs_uri is not None:
-        return checked.gcs_uri
-    return locations.store_input(checked.data, job_id, checked.mime_type, settings)
-
-
-def discard_input(uri: str, checked: CheckedInput) -> None:
-    """Undo :func:`keep_input` when the job could not be created (local copies only)."""
-    if checked.gcs_uri is None and not uri.startswith("gs://"):
-        Path(uri).unlink(missing_ok=True)

@@ -140,6 +140,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
         "timeout_keep_alive": settings.keepalive_timeout_seconds,
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
+        # asyncio's loop, not uvloop: uvloop accepts one connection per loop iteration, so under a
+        # burst of new connections the last ones wait for their first answer (bench/api_load.py).
+        "loop": "asyncio",
     }
     if settings.api_processes == 1:
         from vividflow.apiserver.app import create_app

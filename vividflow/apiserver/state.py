@@ -18,9 +18,13 @@ from vividflow.apiserver.db.session import make_engine, make_read_engine, make_s
 from vividflow.apiserver.event_hub import EventHub
 from vividflow.apiserver.ratelimit import RateLimiter
 from vividflow.apiserver.services import web_sessions
+from vividflow.apiserver.services.job_status import StatusReader
 from vividflow.apiserver.sessions import SessionKeys
 from vividflow.apiserver.slots import UserSlots
 from vividflow.settings import Settings
+
+STATUS_CONNECTIONS = 10
+"""PostgreSQL connections of one API process for status reads (they are short: a few suffice)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,6 +37,8 @@ class AppState:
     read_engine: Engine
     """``engine`` for single-statement reads outside a transaction (see make_read_engine)."""
     session_factory: sessionmaker[Session]
+    status_reader: StatusReader
+    """Status reads from the event loop, for ``GET /status`` (opened and closed by the app's lifespan)."""
     limiter: RateLimiter
     authenticator: Authenticator
     backend: JobBackend
@@ -80,11 +86,13 @@ class AppState:
         else:
             with session_factory.begin() as session:
                 session_secret = web_sessions.server_secret(session, web_sessions.SESSION_SIGNING_SECRET)
+        read_engine = make_read_engine(engine)
         return cls(
             settings=settings,
             engine=engine,
-            read_engine=make_read_engine(engine),
+            read_engine=read_engine,
             session_factory=session_factory,
+            status_reader=StatusReader(read_engine, db_executor, STATUS_CONNECTIONS),
             limiter=RateLimiter(
                 settings.rate_limits,
                 settings.redis_url,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from vividflow.jobspec import LABEL_MODEL, Json, ModelName
 from vividflow.operator.jobs import KUEUE_QUEUE_LABEL, ORDER_ANNOTATION
-from vividflow.operator.status import job_finished
+from vividflow.operator.observed import job_finished
 
 GPU_JOBS_SELECTOR = f"{LABEL_MODEL}={ModelName.WAN21.value}"
 """Label selector of the Jobs that the limit counts."""

@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 from vividflow.jobspec import Json, operator_outcome
+from vividflow.kube.client import Kube
 from vividflow.logs import log_context
 from vividflow.operator import metrics
 from vividflow.operator.cache import Cache, Key, key_of
 from vividflow.operator.events import EventRecorder
-from vividflow.operator.kube import Kube
 from vividflow.operator.reconciler import Conflict, Reconciler
-from vividflow.operator.status import Event
+from vividflow.operator.transitions import Event
 from vividflow.operator.workqueue import WorkQueue
 from vividflow.settings import Settings
 
@@ -109,7 +109,7 @@ class Controller:
 
     # -- work ----------------------------------------------------------------------------------------
 
-    def _handle(self, item: WorkKey, urgent: bool) -> None:
+    def _handle(self, item: WorkKey, _urgent: bool) -> None:
         kind, namespace, name = item
         if kind == "admission":
             self.reconciler.admit(namespace)
@@ -122,7 +122,7 @@ class Controller:
         outcome = "error"
         try:
             with log_context(videojob=f"{namespace}/{name}"):
-                result = self.reconciler.reconcile(key, fresh=fresh, create_only=urgent and not fresh)
+                result = self.reconciler.reconcile(key, fresh=fresh)
             outcome = "success"
         except Conflict:
             outcome = "conflict"

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vividflow.jobspec import GROUP
-from vividflow.operator.kube import Kube, events_path
-from vividflow.operator.status import Event
+from vividflow.kube.client import Kube
+from vividflow.kube.paths import events_path
+from vividflow.operator.transitions import Event
 
 log = logging.getLogger(__name__)
 COMPONENT = "vividflow-operator"

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import kopf
 
+from vividflow.kube.client import Kube
+from vividflow.kube.config import load_configuration
 from vividflow.logs import configure_logging
 from vividflow.operator.config import default_priority
 from vividflow.operator.controller import Controller
 from vividflow.operator.handlers import build_registry
-from vividflow.operator.kube import Kube, load_configuration
-from vividflow.operator.metrics import count_watch_restarts, serve_metrics
+from vividflow.operator.metrics import count_api_error, count_watch_restarts, serve_metrics
 from vividflow.settings import Settings
 
 DEFAULT_WORKERS = 8
@@ -27,7 +28,7 @@ def create_controller(
     image_pull_grace: float | None = None,
 ) -> Controller:
     """A controller with its own API client (in-cluster, else ``kubeconfig`` / ``$KUBECONFIG``)."""
-    kube = Kube(load_configuration(kubeconfig), pool_size=max(4, workers * 2))
+    kube = Kube(load_configuration(kubeconfig), pool_size=max(4, workers * 2), on_error=count_api_error)
     return Controller(settings, kube, workers=workers, image_pull_grace=image_pull_grace)
 
 

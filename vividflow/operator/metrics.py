@@ -45,7 +45,7 @@ GPU_JOBS_RESUMED = Counter(
 )
 KUBE_API_ERRORS = Counter(
     "vividflow_operator_kube_api_errors",
-    "Kubernetes API requests that failed, by verb and HTTP code (\"connection\": no answer).",
+    'Kubernetes API requests that failed, by verb and HTTP code ("connection": no answer).',
     ["verb", "code"],
 )
 WATCH_RESTARTS = Counter(

@@ -1,9 +1,11 @@
-"""One reconcile of one VideoJob: read what exists, decide (``status.decide``), act, write the status.
+"""One reconcile of one VideoJob: observe what exists, decide (``status.decide``), act, in one pass.
 
 Idempotent: the Job has the VideoJob's name (AlreadyExists is success), the status is written with a
-resourceVersion precondition (a conflict means: read again, decide again), and a sticky decision (a
-terminal phase, a lost Job) is only taken on fresh reads. The caller never runs two reconciles of one
-VideoJob at once (``workqueue``), and peering keeps a second operator replica paused.
+resourceVersion precondition (a conflict means: observe again, fresh), and a decision that cannot be
+undone (a terminal phase, deleting the Job) is only acted on when it was made on fresh reads: made on
+the cache, it sends the reconcile round again on fresh reads. Creating the Job is a pass of its own:
+the status that follows is written by the next pass (the caller queues it). The caller never runs two
+reconciles of one VideoJob at once (``workqueue``), and peering keeps a second operator replica paused.
 """
 
 from __future__ import annotations
@@ -19,34 +21,27 @@ import kopf
 from vividflow.jobspec import (
     ANNOTATION_OUTCOME,
     LABEL_VIDEOJOB,
-    MERGE_PATCH,
     TERMINAL_PHASES,
     JobSpec,
     Json,
     ModelName,
     VideoJobStatus,
     operator_outcome,
-    videojob_path,
 )
+from vividflow.kube import errors
+from vividflow.kube.client import Kube
+from vividflow.kube.paths import job_path, pods_path, videojob_path
 from vividflow.operator import metrics
 from vividflow.operator.admission import GPU_JOBS_SELECTOR, jobs_to_release
 from vividflow.operator.cache import Cache, Key
 from vividflow.operator.events import EventRecorder
 from vividflow.operator.jobs import job_manifest
-from vividflow.operator.kube import Kube, KubeError, job_path, pods_path
-from vividflow.operator.status import (
-    Decision,
-    Event,
-    current_status,
-    decide,
-    job_created_event,
-    status_patch,
-    transition_events,
-)
+from vividflow.operator.status import Decision, current_status, decide
+from vividflow.operator.transitions import Event, job_created_event, status_patch, transition_events
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
-MAX_CONFLICTS = 5
+MAX_PASSES = 5
 
 
 class Conflict(Exception):
@@ -61,7 +56,22 @@ class Result:
     admission: bool = False
     """A GPU Job was created, finished or removed: run the concurrency limit's admission pass."""
     sync: bool = False
-    """Only the Job was created (``create_only``): reconcile again, not urgently, to write the status."""
+    """The Job was created in this pass: reconcile again (not urgently) to write the status."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one pass looked at: the VideoJob (with its status parsed once), its Job and Pods."""
+
+    videojob: Json
+    status: VideoJobStatus
+    job: Json | None
+    pods: Sequence[Json]
+    fresh: bool
+
+    @property
+    def key(self) -> Key:
+        return self.videojob["metadata"]["namespace"], self.videojob["metadata"]["name"]
 
 
 def _now() -> datetime:
@@ -86,9 +96,27 @@ class Reconciler:
         self._grace = settings.image_pull_grace_seconds if image_pull_grace is None else image_pull_grace
         self._clock = clock
 
-    # -- reads ---------------------------------------------------------------------------------------
+    # -- observe -------------------------------------------------------------------------------------
 
-    def _videojob(self, key: Key) -> Json | None:
+    def _observe(self, key: Key, *, fresh: bool) -> Observed | None:
+        """The VideoJob, its Job and Pods: from the cache, or (``fresh``) from the API server. A Job that
+        the VideoJob once had and the cache lacks may be cache lag: it is looked up for real."""
+        videojob = None if fresh else self._cache.videojob(key)
+        if videojob is None:
+            videojob = self._read_videojob(key)
+            if videojob is None:
+                return None
+            fresh = True
+        status = current_status(videojob)
+        job = None if fresh else self._cache.job(key)
+        if job is None and (fresh or status.job_name):
+            job = self._kube.get(job_path(*key))
+            if job is not None:
+                self._cache.put_job(job)
+        pods = self._read_pods(key) if fresh else self._cache.pods(key)
+        return Observed(videojob, status, job, pods, fresh)
+
+    def _read_videojob(self, key: Key) -> Json | None:
         body = self._kube.get(videojob_path(*key))
         if body is None:
             self._cache.forget_videojob(key)
@@ -96,64 +124,111 @@ class Reconciler:
             self._cache.put_videojob(body)
         return body
 
-    def _job(self, key: Key, *, fresh: bool) -> Json | None:
-        job = None if fresh else self._cache.job(key)
-        if job is None:
-            job = self._kube.get(job_path(*key))
-            if job is not None:
-                self._cache.put_job(job)
-        return job
-
-    def _pods(self, key: Key, *, fresh: bool) -> Sequence[Json]:
-        if not fresh:
-            return self._cache.pods(key)
-        answer = self._kube.request(
-            "GET", pods_path(key[0]), query={"labelSelector": f"{LABEL_VIDEOJOB}={key[1]}"}
-        )
+    def _read_pods(self, key: Key) -> Sequence[Json]:
+        answer = self._kube.list(pods_path(key[0]), f"{LABEL_VIDEOJOB}={key[1]}")
         pods: list[dict[str, Any]] = answer.get("items") or []
         for pod in pods:
             pod.setdefault("metadata", {}).setdefault("namespace", key[0])
             self._cache.put_pod(pod)
         return pods
 
-    # -- writes --------------------------------------------------------------------------------------
+    # -- decide --------------------------------------------------------------------------------------
 
-    def _create_job(self, videojob: Json, spec: JobSpec) -> tuple[Json, bool]:
-        """(the Job, whether we created it): an existing Job of that name is taken as is."""
+    def _decide(self, seen: Observed) -> Decision:
+        return decide(
+            seen.videojob,
+            seen.job,
+            seen.pods,
+            self._clock(),
+            image_pull_grace=self._grace,
+            duration_step=self.settings.operator_resync_seconds,
+            old=seen.status,
+        )
+
+    @staticmethod
+    def _needs_fresh_reads(seen: Observed, decision: Decision) -> bool:
+        """A decision that cannot be undone, made on the cache: observe again, fresh, before acting."""
+        final = decision.record_outcome and operator_outcome(seen.videojob) is None
+        return not seen.fresh and (final or decision.delete_job)
+
+    # -- the reconcile -------------------------------------------------------------------------------
+
+    def reconcile(self, key: Key, *, fresh: bool = False) -> Result:
+        """Bring one VideoJob's Job and status in line with each other; ``fresh``: read everything
+        from the API server instead of the cache (the periodic resync)."""
+        for _ in range(MAX_PASSES):
+            seen = self._observe(key, fresh=fresh)
+            if seen is None or self._settled(seen):
+                return Result()
+            decision = self._decide(seen)
+            if self._needs_fresh_reads(seen, decision):
+                fresh = True
+                continue
+            try:
+                return self._act(seen, decision)
+            except Conflict:
+                fresh = True
+        raise Conflict(f"{key}: no settled pass after {MAX_PASSES} tries")
+
+    @staticmethod
+    def _settled(seen: Observed) -> bool:
+        """Completed or failed, recorded and written: nothing can change any more."""
+        recorded = operator_outcome(seen.videojob)
+        return recorded in ("Completed", "Failed") and seen.status.phase == recorded
+
+    def _act(self, seen: Observed, decision: Decision) -> Result:
+        videojob, (namespace, name) = seen.videojob, seen.key
+        gpu = (videojob.get("spec") or {}).get("model") == ModelName.WAN21.value
+        gpu_limited = gpu and self.settings.max_running_gpu_jobs > 0
+        if decision.create_job and decision.spec is not None:
+            job = self._create_job(videojob, decision.spec)
+            return Result(sync=True, admission=gpu_limited and bool((job.get("spec") or {}).get("suspend")))
+        if decision.delete_job and self._kube.delete(job_path(namespace, name), propagation="Background"):
+            metrics.JOBS_DELETED.inc()
+            self.events.record(videojob, Event("Normal", "JobDeleted", f"Deleted the runner Job {name}."))
+        if decision.record_outcome and operator_outcome(videojob) != decision.status.phase:
+            # First the outcome, then the status: the API believes a terminal status only with it.
+            marked = self._record_outcome(videojob, decision.status.phase)
+            if marked is not None:
+                self._count_finished(marked, decision.status)
+            videojob = marked or videojob
+        patch = status_patch(videojob, decision.status, decision.previous)
+        if patch is not None and self._write_status(videojob, patch) is not None:
+            for event in transition_events(decision.previous, decision.status, decision.detail):
+                self.events.record(videojob, event)
+        changed = decision.delete_job or decision.status.phase in TERMINAL_PHASES
+        return Result(requeue_after=decision.requeue_after, admission=gpu_limited and changed)
+
+    # -- act -----------------------------------------------------------------------------------------
+
+    def _create_job(self, videojob: Json, spec: JobSpec) -> Json:
+        """The VideoJob's Job, created now (or, when one of that name exists, taken as it is)."""
         manifest = job_manifest(videojob, spec, self.settings)
         kopf.adopt(manifest, owner=dict(videojob))  # type: ignore[arg-type]
         namespace, name = videojob["metadata"]["namespace"], videojob["metadata"]["name"]
         try:
-            job = self._kube.request("POST", job_path(namespace), body=manifest)
-            created = True
+            job = self._kube.create(job_path(namespace), manifest)
             metrics.count_job_created(manifest)
             self.events.record(videojob, job_created_event(manifest))
-        except KubeError as error:
-            if error.status != 409:
-                raise
+        except errors.Conflict as error:
             existing = self._kube.get(job_path(namespace, name))
             if existing is None:
                 raise Conflict(f"Job {name} exists and does not") from error
-            job, created = existing, False
+            job = existing
         self._cache.put_job(job)
-        return job, created
+        return job
 
     def _patch_videojob(self, videojob: Json, body: dict[str, Any], subresource: str = "") -> Json | None:
         """Merge-patch the VideoJob (or a subresource); the updated object, None if it is gone."""
         metadata = videojob["metadata"]
         try:
-            updated = self._kube.request(
-                "PATCH",
-                videojob_path(metadata["namespace"], metadata["name"], subresource),
-                body=body,
-                content_type=MERGE_PATCH,
+            updated = self._kube.merge_patch(
+                videojob_path(metadata["namespace"], metadata["name"], subresource), body
             )
-        except KubeError as error:
-            if error.status == 409:
-                raise Conflict(metadata["name"]) from error
-            if error.status == 404:
-                return None
-            raise
+        except errors.Conflict as error:
+            raise Conflict(metadata["name"]) from error
+        except errors.NotFound:
+            return None
         self._cache.put_videojob(updated)
         return updated
 
@@ -166,97 +241,6 @@ class Reconciler:
         """Record a terminal phase in the VideoJob's metadata (runners, who may patch its status,
         cannot touch it): from here on, that phase is final for the operator and the API alike."""
         return self._patch_videojob(videojob, {"metadata": {"annotations": {ANNOTATION_OUTCOME: phase}}})
-
-    # -- the reconcile -------------------------------------------------------------------------------
-
-    def _observe(self, videojob: Json, *, fresh: bool) -> tuple[Decision, bool]:
-        """(decision, whether we created the Job now)."""
-        key: Key = (videojob["metadata"]["namespace"], videojob["metadata"]["name"])
-        old = current_status(videojob)
-        # A Job we once had that the cache lacks may be cache lag: look it up for real. A Job we never
-        # had is created when the cache lacks it (AlreadyExists is fine).
-        job = self._job(key, fresh=fresh) if fresh or old.job_name else self._cache.job(key)
-        pods = self._pods(key, fresh=fresh)
-        decision = self._decide(videojob, job, pods)
-        created = False
-        if decision.create_job and decision.spec is not None:
-            job, created = self._create_job(videojob, decision.spec)
-            decision = self._decide(videojob, job, pods)
-        return decision, created
-
-    def _decide(self, videojob: Json, job: Json | None, pods: Sequence[Json]) -> Decision:
-        return decide(
-            videojob,
-            job,
-            pods,
-            self._clock(),
-            image_pull_grace=self._grace,
-            duration_step=self.settings.operator_resync_seconds,
-        )
-
-    def reconcile(self, key: Key, *, fresh: bool = False, create_only: bool = False) -> Result:
-        """Bring one VideoJob's Job and status in line with each other; ``fresh``: read everything
-        from the API server instead of the cache (the periodic resync). ``create_only``: if the
-        VideoJob needs its Job, create it and leave the status for a later reconcile (a burst of new
-        VideoJobs gets its Jobs first)."""
-        videojob = None if fresh else self._cache.videojob(key)
-        if videojob is None:
-            videojob = self._videojob(key)
-        if create_only and videojob is not None:
-            created = self._create_only(videojob)
-            if created is not None:
-                return created
-        for _ in range(MAX_CONFLICTS):
-            if videojob is None:
-                return Result()
-            try:
-                return self._reconcile(videojob, fresh=fresh)
-            except Conflict:
-                videojob, fresh = self._videojob(key), True
-        raise Conflict(f"{key}: still conflicting after {MAX_CONFLICTS} tries")
-
-    def _create_only(self, videojob: Json) -> Result | None:
-        """Create the Job of a new VideoJob (None: it needs more than that: a full reconcile)."""
-        key: Key = (videojob["metadata"]["namespace"], videojob["metadata"]["name"])
-        if current_status(videojob).job_name or self._cache.job(key) is not None:
-            return None
-        decision = self._decide(videojob, None, [])
-        if not decision.create_job or decision.spec is None:
-            return None
-        job, _ = self._create_job(videojob, decision.spec)
-        gpu = decision.spec.model is ModelName.WAN21 and self.settings.max_running_gpu_jobs > 0
-        return Result(sync=True, admission=gpu and bool((job.get("spec") or {}).get("suspend")))
-
-    def _reconcile(self, videojob: Json, *, fresh: bool) -> Result:
-        old = current_status(videojob)
-        recorded = operator_outcome(videojob)
-        if recorded in ("Completed", "Failed") and old.phase == recorded:
-            return Result()
-        decision, created = self._observe(videojob, fresh=fresh)
-        sticky = decision.status.phase in TERMINAL_PHASES and recorded is None
-        if not fresh and (sticky or decision.delete_job):
-            decision, created_now = self._observe(videojob, fresh=True)
-            created = created or created_now
-        namespace, name = videojob["metadata"]["namespace"], videojob["metadata"]["name"]
-        if decision.delete_job and self._kube.delete(job_path(namespace, name), propagation="Background"):
-            metrics.JOBS_DELETED.inc()
-            self.events.record(videojob, Event("Normal", "JobDeleted", f"Deleted the runner Job {name}."))
-        if decision.record_outcome and recorded != decision.status.phase:
-            # First the outcome, then the status: the API believes a terminal status only with it.
-            marked = self._record_outcome(videojob, decision.status.phase)
-            if marked is not None:
-                self._count_finished(marked, decision.status)
-            videojob = marked or videojob
-        patch = status_patch(videojob, decision.status)
-        if patch is not None and self._write_status(videojob, patch) is not None:
-            for event in transition_events(old, decision.status, decision.detail):
-                self.events.record(videojob, event)
-        gpu = (videojob.get("spec") or {}).get("model") == ModelName.WAN21.value
-        changed = created or decision.delete_job or decision.status.phase in TERMINAL_PHASES
-        return Result(
-            requeue_after=decision.requeue_after,
-            admission=gpu and self.settings.max_running_gpu_jobs > 0 and changed,
-        )
 
     @staticmethod
     def _count_finished(videojob: Json, status: VideoJobStatus) -> None:
@@ -272,17 +256,10 @@ class Reconciler:
         limit = self.settings.max_running_gpu_jobs
         if limit <= 0:
             return []
-        answer = self._kube.request(
-            "GET", job_path(namespace), query={"labelSelector": f"{GPU_JOBS_SELECTOR},{LABEL_VIDEOJOB}"}
-        )
+        answer = self._kube.list(job_path(namespace), f"{GPU_JOBS_SELECTOR},{LABEL_VIDEOJOB}")
         released = jobs_to_release(answer.get("items") or [], limit)
         for name in released:
-            self._kube.request(
-                "PATCH",
-                job_path(namespace, name),
-                body={"spec": {"suspend": False}},
-                content_type=MERGE_PATCH,
-            )
+            self._kube.merge_patch(job_path(namespace, name), {"spec": {"suspend": False}})
             metrics.GPU_JOBS_RESUMED.inc()
             log.info("resumed GPU Job %s/%s (limit %d)", namespace, name, limit)
             owner = self._cache.videojob((namespace, name))

@@ -20,7 +20,7 @@ from vividflow.runner.models.base import (
     VideoModel,
 )
 from vividflow.settings import Settings
-from vividflow.storage import gcs, images, locations
+from vividflow.storage import gcs, locations
 from vividflow.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,7 @@ class Runner:
         progress(0)
         self._result_url(spec.output_uri)  # an unusable destination fails before any work is done
         try:
-            data = locations.read_input(spec.input_uri, self.settings)  # validated by content
-            mime_type = images.sniff_image_type(data) or "image/png"
-            image = images.decode_image(data)
+            checked = locations.read_input(spec.input_uri, self.settings)  # decoded once, kept
         except StorageError as error:
             raise InvalidInput(f"Input image: {error.message}") from error
         model, load_time = self._model(spec.model)
@@ -109,9 +107,9 @@ class Runner:
         generation_started = time.monotonic()
         request = GenerationRequest(
             spec=spec,
-            image=image,
-            image_bytes=data,
-            image_mime_type=mime_type,
+            image=checked.image,
+            image_bytes=checked.data,
+            image_mime_type=checked.mime_type,
             output_path=workdir / f"{spec.job_id}.mp4",
         )
         # 100 means the video is stored: the model's own 100 waits until the upload is done.

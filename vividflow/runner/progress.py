@@ -9,77 +9,20 @@ flushed on :meth:`ProgressReporter.close`); failures are logged, never raised in
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
-import ssl
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
-from vividflow.jobspec import MERGE_PATCH, TERMINAL_PHASES, videojob_path
+from vividflow.jobspec import TERMINAL_PHASES
+from vividflow.kube.client import Kube
+from vividflow.kube.config import load_configuration
+from vividflow.kube.errors import Conflict, NoCredentials
+from vividflow.kube.paths import videojob_path
 from vividflow.settings import Settings
 
 log = logging.getLogger(__name__)
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-@dataclass(frozen=True)
-class ApiTarget:
-    """Where the API server is and how to authenticate (a bearer token, re-read for rotation)."""
-
-    server: str
-    ca: ssl.SSLContext | bool
-    token: str | None = None
-    token_file: Path | None = None
-
-    def headers(self) -> dict[str, str]:
-        token = self.token_file.read_text().strip() if self.token_file else self.token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    @classmethod
-    def in_cluster(cls) -> ApiTarget | None:
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-        token_file = SERVICE_ACCOUNT_DIR / "token"
-        if not host or not port or not token_file.is_file():
-            return None
-        context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
-        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-        return cls(server=server, ca=context, token_file=token_file)
-
-    @classmethod
-    def from_kubeconfig(cls, path: Path) -> ApiTarget:
-        """The current context of a kubeconfig with token authentication."""
-        config: dict[str, Any] = yaml.safe_load(path.read_text())
-        context_name = config["current-context"]
-        context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-        user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
-        ca: ssl.SSLContext | bool = not cluster.get("insecure-skip-tls-verify", False)
-        if cluster.get("certificate-authority-data"):
-            pem = base64.b64decode(cluster["certificate-authority-data"]).decode()
-            ca = ssl.create_default_context(cadata=pem)
-        elif cluster.get("certificate-authority"):
-            ca = ssl.create_default_context(cafile=cluster["certificate-authority"])
-        token_file = Path(user["tokenFile"]) if user.get("tokenFile") else None
-        return cls(server=cluster["server"], ca=ca, token=user.get("token"), token_file=token_file)
-
-    @classmethod
-    def discover(cls) -> ApiTarget | None:
-        """In-cluster credentials, else ``$KUBECONFIG``; None when there are neither."""
-        target = cls.in_cluster()
-        if target is None and os.environ.get("KUBECONFIG"):
-            target = cls.from_kubeconfig(Path(os.environ["KUBECONFIG"]))
-        return target
-
-
-class _Conflict(Exception):
-    pass
+REQUEST_TIMEOUT_SECONDS = 5.0
 
 
 class ProgressReporter:
@@ -87,16 +30,14 @@ class ProgressReporter:
 
     def __init__(
         self,
-        target: ApiTarget,
+        kube: Kube,
         namespace: str,
         name: str,
         *,
         min_interval: float = 2.0,
-        timeout: float = 5.0,
     ) -> None:
-        self._url = target.server + videojob_path(namespace, name, "status")
-        self._target = target
-        self._client = httpx.Client(verify=target.ca, timeout=timeout)
+        self._path = videojob_path(namespace, name, "status")
+        self._kube = kube
         self._min_interval = min_interval
         self._cond = threading.Condition()
         self._wanted = -1
@@ -119,7 +60,7 @@ class ProgressReporter:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout)
-        self._client.close()
+        self._kube.close()
 
     @property
     def cancel_requested(self) -> bool:
@@ -160,19 +101,11 @@ class ProgressReporter:
                 with self._cond:
                     self._sent = max(self._sent, value)  # do not retry this value; a newer one may follow
 
-    def _patch(self, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {**self._target.headers(), "Content-Type": MERGE_PATCH}
-        response = self._client.request("PATCH", self._url, json=body, headers=headers)
-        if response.status_code == 409:
-            raise _Conflict()
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
     def _send(self, value: int) -> None:
         for _ in range(5):
             if self._current is None:
-                self._current = self._patch({})  # answers the VideoJob as it is: nothing written
+                # An empty patch answers the VideoJob as it is: nothing is written.
+                self._current = self._kube.merge_patch(self._path, {})
             status = self._current.get("status") or {}
             if status.get("phase") in TERMINAL_PHASES:
                 with self._cond:
@@ -185,9 +118,9 @@ class ProgressReporter:
                 "status": {"progress": value},
             }
             try:
-                self._current = self._patch(body)
+                self._current = self._kube.merge_patch(self._path, body)
                 break
-            except _Conflict:
+            except Conflict:
                 self._current = None
         with self._cond:
             self._sent = max(self._sent, value)
@@ -198,12 +131,9 @@ def progress_reporter(settings: Settings) -> ProgressReporter | None:
     if not settings.videojob_name:
         return None
     try:
-        target = ApiTarget.discover()
-    except (OSError, KeyError, StopIteration, yaml.YAMLError, ssl.SSLError) as error:
-        log.warning("progress reporting is off: cannot read the API credentials: %s", error)
-        return None
-    if target is None:
-        log.warning("progress reporting is off: no in-cluster credentials and no KUBECONFIG")
+        kube = Kube(load_configuration(), timeout=REQUEST_TIMEOUT_SECONDS)
+    except NoCredentials as error:
+        log.warning("progress reporting is off: %s", error)
         return None
     namespace = settings.videojob_namespace or settings.kube_namespace
-    return ProgressReporter(target, namespace, settings.videojob_name)
+    return ProgressReporter(kube, namespace, settings.videojob_name)

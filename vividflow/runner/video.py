@@ -1,13 +1,14 @@
 """Writing frames to MP4 and proving that a file is a playable MP4 (for every model's result).
 
 Both use the ffmpeg binary bundled in the ``imageio-ffmpeg`` wheel, the backend of diffusers'
-``export_to_video``; there is no ffprobe, so frames are counted by decoding them.
+``export_to_video``. There is no ffprobe: the probe decodes every frame with ffmpeg (its exit status
+says whether the video decodes, its ``-progress`` report how many frames it has) and takes size, fps
+and duration from the header that ``imageio_ffmpeg.read_frames`` parses.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import struct
 import subprocess
 from collections.abc import Iterable
@@ -26,10 +27,6 @@ if TYPE_CHECKING:  # numpy is needed to write videos, not to probe them
 
 _CONTAINER_BOXES = frozenset({b"ftyp", b"moov", b"mdat"})
 _PROBE_TIMEOUT_SECONDS = 300
-_VIDEO_STREAM = re.compile(r"Stream #0:\d+.*?: Video: .*?, (?P<width>\d+)x(?P<height>\d+)[, \[].*")
-_FPS = re.compile(r" (\d+(?:\.\d+)?) fps")
-_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-_FRAME_COUNT = re.compile(r"^frame=(\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -148,8 +145,23 @@ def _check_boxes(path: Path) -> None:
 
 
 def _decode(path: Path) -> VideoInfo:
-    """Decode every frame of the first video stream with ffmpeg (to a null sink, exiting on the
-    first decoding error); read size, fps and duration from its header and count the frames."""
+    """Count the frames by decoding them, then read the video's header."""
+    frames = _count_frames(path)
+    header = _header(path)
+    width, height = header["source_size"]
+    return VideoInfo(
+        frames=frames,
+        width=int(width),
+        height=int(height),
+        fps=float(header["fps"]),
+        duration=float(header["duration"]),
+    )
+
+
+def _count_frames(path: Path) -> int:
+    """Decode every frame of the first video stream with ffmpeg to a null sink, exiting on the first
+    decoding error: ``imageio_ffmpeg.read_frames`` cannot stand in here, as it ends quietly, short
+    of frames, when ffmpeg stops at a corrupt one."""
     import imageio_ffmpeg
 
     command = [
@@ -163,23 +175,35 @@ def _decode(path: Path) -> VideoInfo:
         raise ValueError(f"decoding took longer than {_PROBE_TIMEOUT_SECONDS} s") from None
     if done.returncode != 0:
         raise ValueError(f"ffmpeg cannot decode its video ({_first_error(done.stderr)})")
-    counts = _FRAME_COUNT.findall(done.stdout)
-    stream = _VIDEO_STREAM.search(done.stderr)
-    if not counts or stream is None:
+    frames = _last_progress(done.stdout, "frame")
+    if frames is None or not frames.isdigit():
         raise ValueError("no video stream")
-    fps = _FPS.search(stream.group(0))
-    duration = _DURATION.search(done.stderr)
-    return VideoInfo(
-        frames=int(counts[-1]),
-        width=int(stream.group("width")),
-        height=int(stream.group("height")),
-        fps=float(fps.group(1)) if fps else 0.0,
-        duration=_seconds(*duration.groups()) if duration else 0.0,
-    )
+    return int(frames)
 
 
-def _seconds(hours: str, minutes: str, seconds: str) -> float:
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+def _last_progress(report: str, key: str) -> str | None:
+    """The last value of ``key`` in an ffmpeg ``-progress`` report (blocks of ``key=value`` lines)."""
+    value = None
+    for line in report.splitlines():
+        name, equals, text = line.partition("=")
+        if equals and name == key:
+            value = text.strip()
+    return value
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """imageio-ffmpeg's reading of the header (``source_size``, ``fps``, ``duration``, …); the reader
+    stops before the first frame."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        header: dict[str, Any] = next(reader)
+    except (OSError, LookupError, AttributeError, ValueError) as error:
+        raise ValueError(f"unreadable video header ({type(error).__name__})") from None
+    finally:
+        reader.close()
+    return header
 
 
 def _first_error(stderr: str) -> str:

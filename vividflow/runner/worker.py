@@ -22,7 +22,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from vividflow.jobspec import JobSpec
+from vividflow.jobspec import JobSpec, RunnerExit
 from vividflow.logs import configure_logging, log_context
 from vividflow.runner.core import Runner
 from vividflow.settings import Settings
@@ -34,7 +34,6 @@ class CancelEvent(Protocol):
 
 PR_SET_PDEATHSIG = 1
 PARENT_CHECK_SECONDS = 0.5
-EXIT_ORPHANED = 3
 
 
 def limit_memory(megabytes: int | None) -> None:
@@ -50,12 +49,12 @@ def die_with_parent(parent_pid: int) -> None:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(EXIT_ORPHANED)
+        os._exit(RunnerExit.ORPHANED)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
             threading.Event().wait(PARENT_CHECK_SECONDS)
-        os._exit(EXIT_ORPHANED)
+        os._exit(RunnerExit.ORPHANED)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 

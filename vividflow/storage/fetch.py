@@ -36,7 +36,7 @@ from vividflow.storage.errors import (
     StorageAccessDenied,
     safe_url,
 )
-from vividflow.storage.images import validate_image_bytes
+from vividflow.storage.images import CheckedImage, check_image
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,9 +51,16 @@ _GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
 @dataclass(frozen=True)
 class FetchedImage:
-    data: bytes
-    mime_type: str
+    checked: CheckedImage
     final_url: str
+
+    @property
+    def data(self) -> bytes:
+        return self.checked.data
+
+    @property
+    def mime_type(self) -> str:
+        return self.checked.mime_type
 
 
 def fetch_image_url(url: str, settings: Settings) -> FetchedImage:
@@ -69,8 +76,8 @@ async def fetch_image_url_async(url: str, settings: Settings) -> FetchedImage:
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise InputUnreachable(f"{safe_url(url)} did not answer within {timeout:g} seconds") from exc
     # Decoding is CPU work: off the event loop, and outside the network deadline.
-    mime = await anyio.to_thread.run_sync(validate_image_bytes, data, settings.max_upload_bytes)
-    return FetchedImage(data, mime, final_url)
+    checked = await anyio.to_thread.run_sync(check_image, data, settings.max_upload_bytes)
+    return FetchedImage(checked, final_url)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
@@ -13,6 +14,7 @@ ACCEPTED_MESSAGE = "image must be PNG, JPEG or WebP"
 
 _PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_MAX_PIXELS = 40_000_000
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -26,7 +28,7 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = _MAX_PIXELS) -> Image.Image:
     """Decode ``data`` completely into an upright RGB image.
 
     Decoding every pixel (not just the header) is what catches truncated and corrupt files; the pixel
@@ -35,6 +37,10 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
     mime = sniff_image_type(data)
     if mime is None:
         raise InvalidImage(ACCEPTED_MESSAGE)
+    return _decode(data, mime, max_pixels)
+
+
+def _decode(data: bytes, mime: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,8 +63,18 @@ def decode_image(data: bytes, max_pixels: int = 40_000_000) -> Image.Image:
         raise InvalidImage(f"image is corrupt or truncated ({mime.removeprefix('image/').upper()})") from exc
 
 
-def validate_image_bytes(data: bytes, max_bytes: int) -> str:
-    """Check that ``data`` is a complete PNG, JPEG or WebP image within ``max_bytes``; its MIME type."""
+@dataclass(frozen=True)
+class CheckedImage:
+    """An input image that decoded completely: its bytes, MIME type and upright RGB pixels."""
+
+    data: bytes
+    mime_type: str
+    image: Image.Image
+
+
+def check_image(data: bytes, max_bytes: int) -> CheckedImage:
+    """Check that ``data`` is a complete PNG, JPEG or WebP image within ``max_bytes``, decoding it
+    once; keep the decoded image for whoever needs the pixels."""
     if len(data) > max_bytes:
         raise InputTooLarge.of(max_bytes, len(data))
     if not data:
@@ -66,5 +82,9 @@ def validate_image_bytes(data: bytes, max_bytes: int) -> str:
     mime = sniff_image_type(data)
     if mime is None:
         raise InvalidImage(ACCEPTED_MESSAGE)
-    decode_image(data)
-    return mime
+    return CheckedImage(data, mime, _decode(data, mime, _MAX_PIXELS))
+
+
+def validate_image_bytes(data: bytes, max_bytes: int) -> str:
+    """Check that ``data`` is a complete PNG, JPEG or WebP image within ``max_bytes``; its MIME type."""
+    return check_image(data, max_bytes).mime_type

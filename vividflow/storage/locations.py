@@ -27,13 +27,14 @@ from vividflow.storage.errors import (
     safe_url,
 )
 from vividflow.storage.fetch import fetch_image_url
-from vividflow.storage.images import ACCEPTED_MESSAGE, EXTENSIONS, validate_image_bytes
+from vividflow.storage.images import ACCEPTED_MESSAGE, EXTENSIONS, CheckedImage, check_image
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
-def read_input(uri: str, settings: Settings, *, allow_local: bool = True) -> bytes:
-    """The input image at ``uri``, checked to be a PNG, JPEG or WebP within ``max_upload_bytes``.
+def read_input(uri: str, settings: Settings, *, allow_local: bool = True) -> CheckedImage:
+    """The input image at ``uri``, checked to be a PNG, JPEG or WebP within ``max_upload_bytes`` (and
+    decoded, once: the result keeps the pixels).
 
     ``uri`` is a local path or ``file://`` URL, a ``gs://`` or ``https://storage.googleapis.com/``
     object, or any other https URL (fetched with the private-address guard). Pass
@@ -48,9 +49,8 @@ def read_input(uri: str, settings: Settings, *, allow_local: bool = True) -> byt
     elif uri.lower().startswith("gs:"):
         raise InputNotFound(f"{safe_url(uri)} names no object (expected gs://bucket/object)")
     else:
-        return fetch_image_url(uri, settings).data  # validated by the fetch
-    validate_image_bytes(data, settings.max_upload_bytes)
-    return data
+        return fetch_image_url(uri, settings).checked
+    return check_image(data, settings.max_upload_bytes)
 
 
 def write_output(

@@ -112,6 +112,10 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
   "VIVID_WAN_MODEL" $v.models.wan.model
   "VIVID_WAN_CPU_OFFLOAD" (toString $v.models.wan.cpuOffload)
   "VIVID_WAN_VAE_TILING" (toString $v.models.wan.vaeTiling)
+  "VIVID_WAN_OFFLOAD" $v.models.wan.offload
+  "VIVID_WAN_ATTENTION" $v.models.wan.attention
+  "VIVID_WAN_CACHE" $v.models.wan.cache
+  "VIVID_WAN_CACHE_THRESHOLD" (toString $v.models.wan.cacheThreshold)
   "VIVID_VEO_MODEL" $v.models.veo.model
   "VIVID_VERTEX_LOCATION" $v.vertex.location
   "VIVID_GCS_SIGNED_URLS" (toString $v.gcs.signedURLs)
@@ -119,6 +123,8 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
   "VIVID_LOG_FORMAT" $v.logFormat
 -}}
 {{- with $v.models.wan.device }}{{ $_ := set $env "VIVID_WAN_DEVICE" . }}{{ end -}}
+{{- with $v.models.wan.model480p }}{{ $_ := set $env "VIVID_WAN_MODEL_480P" . }}{{ end -}}
+{{- with $v.models.wan.model720p }}{{ $_ := set $env "VIVID_WAN_MODEL_720P" . }}{{ end -}}
 {{- with $v.vertex.project }}{{ $_ := set $env "VIVID_VERTEX_PROJECT" . }}{{ end -}}
 {{- with $v.vertex.baseURL }}{{ $_ := set $env "VIVID_VERTEX_BASE_URL" . }}{{ end -}}
 {{- with $v.gcs.bucket }}{{ $_ := set $env "VIVID_GCS_BUCKET" . }}{{ end -}}

@@ -3,12 +3,13 @@
 The database stays the API's record (history, usage and credits are DB queries and outlive
 VideoJob cleanup); the cluster is told about jobs and reports back. Two threads:
 
-- the mirror (:mod:`videojob_mirror`): lists and watches VideoJobs and applies each one's whole
-  status to its job (:func:`jobs.apply_videojob_status`: conditional, never backwards). A terminal
-  phase counts only when the operator recorded it (``jobspec.operator_outcome``: runners can write
-  status, never that annotation), and a result URL only when it is the job's own output. A VideoJob
-  deleted before its job ended settles the job at once from the best evidence: its video in the
-  bucket (completed), else nothing (cancelled, refunded: deleting a VideoJob cancels it).
+- the mirror (a :class:`vividflow.kube.watch.ListWatch`): lists and watches VideoJobs and applies
+  each one's whole status to its job (:func:`jobs.apply_videojob_status`: conditional, never
+  backwards). A terminal phase counts only when the operator recorded it
+  (``jobspec.operator_outcome``: runners can write status, never that annotation), and a result URL
+  only when it is the job's own output. A VideoJob deleted before its job ended settles the job at
+  once from the best evidence: its video in the bucket (completed), else nothing (cancelled,
+  refunded: deleting a VideoJob cancels it).
 - the reconciler: at start, every ``resync_seconds`` and soon after a failed request, compares
   the DB's active jobs with the VideoJobs: creates the missing ones of jobs never dispatched (the API
   may have died, or the Kubernetes API been down, between the DB commit and the create), settles the
@@ -21,28 +22,19 @@ path, the reconciler and a second API replica may all try.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from vividflow.apiserver.backends.videojob_mirror import VideoJobMirror
 from vividflow.apiserver.db.models import Job
 from vividflow.apiserver.services import jobs
 from vividflow.jobspec import (
-    GROUP,
     LABEL_JOB_ID,
-    PLURAL,
     TERMINAL_PHASES,
-    VERSION,
     FailureReason,
     JobStatus,
     VideoJobStatus,
@@ -50,6 +42,11 @@ from vividflow.jobspec import (
     videojob_manifest,
     videojob_name,
 )
+from vividflow.kube.client import Kube
+from vividflow.kube.config import load_configuration
+from vividflow.kube.errors import Conflict, Invalid, KubeError, NoCredentials, NotFound
+from vividflow.kube.paths import videojob_path
+from vividflow.kube.watch import ListWatch
 from vividflow.settings import Settings
 from vividflow.storage import locations
 from vividflow.storage.errors import StorageError
@@ -65,47 +62,20 @@ server (the job is safe in the DB; the reconciler creates its VideoJob later).""
 DEFAULT_PARALLELISM = 8
 """Jobs expected to run at once when no GPU concurrency limit is set (wait estimates only)."""
 REFUSED_MESSAGE = "The cluster could not accept the job. Please try again later or contact support."
-_STATUS_KEYS = frozenset(field.alias or name for name, field in VideoJobStatus.model_fields.items())
 
 
 class ClusterModeError(RuntimeError):
     """Cluster mode is misconfigured (raised when the API server starts)."""
 
 
-def load_configuration() -> client.Configuration:
-    """In-cluster credentials when running in a Pod, else the kubeconfig (``KUBECONFIG``)."""
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        try:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
-            )
-        except (config.ConfigException, OSError) as error:
-            raise ClusterModeError(f"no Kubernetes credentials: not in a cluster and {error}") from error
-    return configuration
-
-
-def parse_status(raw: Any) -> VideoJobStatus | None:
-    """A VideoJob's ``.status`` (fields of others, e.g. kopf's, ignored); None if absent or invalid."""
-    if not isinstance(raw, dict) or not raw.get("phase"):
+def reported_status(obj: dict[str, Any]) -> VideoJobStatus | None:
+    """The status a VideoJob reports, if it reports a phase (a runner's progress alone is not one)."""
+    status = VideoJobStatus.from_object(obj)
+    if status is None or "phase" not in status.model_fields_set:
+        if (obj.get("status") or {}).get("phase"):
+            log.warning("ignoring an invalid status of VideoJob %s", obj.get("metadata", {}).get("name"))
         return None
-    try:
-        known = {key: value for key, value in raw.items() if key in _STATUS_KEYS}
-        return VideoJobStatus.model_validate(known)
-    except ValidationError as error:
-        log.warning("ignoring an invalid VideoJob status: %s", error)
-        return None
-
-
-def _message(error: ApiException) -> str:
-    """The Status message of a Kubernetes API error (its reason when the body is not a Status)."""
-    try:
-        message = json.loads(error.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or error.reason)
+    return status
 
 
 def _job_id(obj: dict[str, Any]) -> str | None:
@@ -134,18 +104,22 @@ class KubernetesBackend:
         self.session_factory = session_factory
         self.namespace = settings.kube_namespace
         self.parallelism = settings.max_running_gpu_jobs or DEFAULT_PARALLELISM
-        configuration = load_configuration()
+        try:
+            configuration = load_configuration()
+        except NoCredentials as error:
+            raise ClusterModeError(str(error)) from error
         configuration.retries = 1  # one retry for a stale keep-alive connection; then fail fast
-        self._api_client = client.ApiClient(configuration)
-        self._watch_client = client.ApiClient(configuration)
-        self._api = client.CustomObjectsApi(self._api_client)
+        self._kube = Kube(configuration, timeout=REQUEST_TIMEOUT)
+        self._watch_kube = Kube(configuration)
+        self._videojobs = videojob_path(self.namespace)
         self._resync_seconds = resync_seconds
-        self.mirror = VideoJobMirror(
-            self._watch_client,
-            self.namespace,
+        self.mirror = ListWatch(
+            self._watch_kube,
+            self._videojobs,
             self._mirror,
-            label_selector=LABEL_JOB_ID,
+            selector=LABEL_JOB_ID,
             watch_timeout_seconds=watch_timeout_seconds,
+            name="vividflow-videojob-watch",
         )
         self._stopping = threading.Event()
         self._retry_soon = False
@@ -168,8 +142,8 @@ class KubernetesBackend:
         if self._reconciler is not None:
             self._reconciler.join(timeout=20)
             self._reconciler = None
-        self._api_client.close()  # type: ignore[no-untyped-call]
-        self._watch_client.close()  # type: ignore[no-untyped-call]
+        self._kube.close()
+        self._watch_kube.close()
 
     def submitted(self, job_id: str) -> None:
         if not self._create(job_id):
@@ -193,24 +167,15 @@ class KubernetesBackend:
                 return True
             spec = jobs.job_spec(job, self.settings.job_deadline_seconds)
         try:
-            self._api.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                videojob_manifest(spec, self.namespace),
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except ApiException as error:
-            if error.status == 409:
-                self._dispatched(job_id)
-                return True
-            if error.status in (400, 422):  # the spec itself is refused: retrying cannot help
-                self._refused(job_id, _message(error))
-                return True
-            log.warning(
-                "creating VideoJob of job %s failed: HTTP %s %s", job_id, error.status, _message(error)
-            )
+            self._kube.create(self._videojobs, videojob_manifest(spec, self.namespace))
+        except Conflict:
+            self._dispatched(job_id)
+            return True
+        except Invalid as error:  # the spec itself is refused: retrying cannot help
+            self._refused(job_id, error.message or error.reason)
+            return True
+        except KubeError as error:
+            log.warning("creating VideoJob of job %s failed: HTTP %s %s", job_id, error.status, error.message)
             return False
         except Exception as error:
             log.warning("creating VideoJob of job %s failed: %s", job_id, error)
@@ -238,20 +203,14 @@ class KubernetesBackend:
     def _request_cancel(self, job_id: str) -> bool:
         """Set ``spec.cancelRequested``; True if done or there is no VideoJob (none will be made)."""
         try:
-            self._api.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.namespace,
-                PLURAL,
-                videojob_name(job_id),
-                {"spec": {"cancelRequested": True}},
-                _request_timeout=REQUEST_TIMEOUT,
+            self._kube.merge_patch(
+                videojob_path(self.namespace, videojob_name(job_id)), {"spec": {"cancelRequested": True}}
             )
-        except ApiException as error:
-            if error.status == 404:
-                return True
+        except NotFound:
+            return True
+        except KubeError as error:
             log.warning(
-                "cancelling VideoJob of job %s failed: HTTP %s %s", job_id, error.status, _message(error)
+                "cancelling VideoJob of job %s failed: HTTP %s %s", job_id, error.status, error.message
             )
             return False
         except Exception as error:
@@ -262,7 +221,7 @@ class KubernetesBackend:
     # -- status -> database -----------------------------------------------------------------------
 
     def _mirror(self, obj: dict[str, Any], deleted: bool = False) -> None:
-        job_id, status = _job_id(obj), parse_status(obj.get("status"))
+        job_id, status = _job_id(obj), reported_status(obj)
         if job_id is None:
             return
         if status is not None and status.phase in TERMINAL_PHASES and operator_outcome(obj) != status.phase:
@@ -339,10 +298,8 @@ class KubernetesBackend:
         """Bring the cluster and the DB's active jobs together (see the module docstring)."""
         with self.session_factory() as session:
             active = jobs.active_job_ids(session)  # read before listing: see _settle_missing
-        listed = self._api.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, label_selector=LABEL_JOB_ID, _request_timeout=(5.0, 60.0)
-        )
-        items: list[dict[str, Any]] = cast(dict[str, Any], listed).get("items", [])
+        listed = self._kube.list(self._videojobs, LABEL_JOB_ID, timeout=(5.0, 60.0))
+        items: list[dict[str, Any]] = listed.get("items") or []
         by_job = {job_id: obj for obj in items if (job_id := _job_id(obj))}
         for obj in by_job.values():
             self._mirror(obj)
@@ -355,7 +312,7 @@ class KubernetesBackend:
             job_id
             for job_id, obj in by_job.items()
             if not obj.get("spec", {}).get("cancelRequested")
-            and (parse_status(obj.get("status")) or VideoJobStatus()).status in jobs.ACTIVE
+            and (reported_status(obj) or VideoJobStatus()).status in jobs.ACTIVE
         ]
         if not waiting:
             return

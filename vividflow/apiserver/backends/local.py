@@ -39,7 +39,7 @@ from vividflow.apiserver.metrics import (
     EXECUTOR_WORKER_CRASHES,
     EXECUTOR_WORKERS_ALIVE,
 )
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import jobs, leases
 from vividflow.jobspec import FailureReason, JobSpec, RunResult
 from vividflow.logs import log_context
 from vividflow.runner import worker
@@ -103,7 +103,7 @@ class _WorkerSlot(threading.Thread):
             if backend.stopping.is_set():
                 break
             with backend.session_factory.begin() as session:
-                job = jobs.claim_next_queued(session, backend.identity, settings.lease_seconds)
+                job = leases.claim_next_queued(session, backend.identity, settings.lease_seconds)
                 spec = jobs.job_spec(job, settings.job_deadline_seconds) if job else None
             if spec is None:
                 backend.wait_for_work()
@@ -128,7 +128,7 @@ class _WorkerSlot(threading.Thread):
             self.job_id = None
         with backend.session_factory.begin() as session:
             if result is None:  # the server is stopping: hand the job back
-                jobs.release(
+                leases.release(
                     session, spec.job_id, backend.identity, settings.job_max_attempts, INTERRUPTED_MESSAGE
                 )
                 log.info("job %s handed back: the server is stopping", spec.job_id)
@@ -145,7 +145,7 @@ class _WorkerSlot(threading.Thread):
 
     def _still_mine(self, job_id: str) -> bool:
         with self._backend.session_factory() as session:
-            return jobs.holds(session, job_id, self._backend.identity)
+            return leases.holds(session, job_id, self._backend.identity)
 
     def _execute(self, spec: JobSpec) -> RunResult | None:
         """The job's result; None if the server began stopping first (the worker is killed).
@@ -290,8 +290,8 @@ class LocalBackend:
     def keep_leases(self) -> None:
         """Renew the leases of this executor's jobs; take back jobs whose lease expired."""
         with self.session_factory.begin() as session:
-            jobs.renew_leases(session, self.identity, self.settings.lease_seconds)
-            requeued, failed = jobs.recover_expired(
+            leases.renew_leases(session, self.identity, self.settings.lease_seconds)
+            requeued, failed = leases.recover_expired(
                 session, self.settings.job_max_attempts, INTERRUPTED_MESSAGE
             )
         if requeued or failed:

@@ -100,7 +100,7 @@ class Job(Base):
     """The UTC day whose credit this job spent (refunded if it is cancelled)."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
-    """Embedded mode: the executor running the job (see services.jobs: leases)."""
+    """Embedded mode: the executor running the job (see services.leases)."""
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     """Until when the running job's executor is known to be alive; it renews the lease while it runs."""
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

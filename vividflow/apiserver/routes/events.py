@@ -20,7 +20,7 @@ from vividflow.apiserver.deps import CallerDep, StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.event_hub import StreamClosed, Subscription
 from vividflow.apiserver.routes.common import error_responses
-from vividflow.apiserver.services import events, jobs
+from vividflow.apiserver.services import events, job_status, jobs
 from vividflow.apiserver.state import AppState
 from vividflow.jobspec import JobStatus
 
@@ -59,7 +59,7 @@ async def job_events(
     ] = None,
 ) -> EventSourceResponse:
     after = _parse_last_event_id(last_event_id)
-    found = await state.run_db(jobs.status_row, state.read_engine, job_id)
+    found = await state.run_db(job_status.status_row, state.read_engine, job_id)
     if found is None:
         raise not_found(f"No job with id {job_id}.")
     if found[0].user_id != principal.user_id:

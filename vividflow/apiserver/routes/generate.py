@@ -142,7 +142,7 @@ async def generate(
 ) -> Any:
     wanted = await read_generate_input(request, state.settings)
     checked = await check_input(wanted.upload, wanted.image_url, state, principal.user_id)
-    accepted = await submit.submit(state, principal, wanted, checked)
+    accepted = await submit.submit(state, principal, wanted.job, checked)
     wait = parse_prefer_wait(prefer, state.settings.prefer_wait_max_seconds)
     if wait > 0:
         final = await _wait_for_end(state, accepted.job_id, wait)

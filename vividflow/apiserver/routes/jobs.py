@@ -12,7 +12,7 @@ from vividflow.apiserver.deps import PrincipalDep, SessionDep, StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import CancelResponse, HistoryItem, HistoryResponse, JobStatusBody
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import job_queries, jobs
 from vividflow.apiserver.services.keys import Principal
 from vividflow.apiserver.state import AppState
 
@@ -36,8 +36,8 @@ def owned_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
     responses=error_responses(403, 404),
 )
 async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    # The hottest endpoint (clients poll it): one hop to the DB threads and plain SQL, no ORM session.
-    found = await state.run_db(jobs.status_row, state.read_engine, job_id)
+    # The hottest endpoint (clients poll it): plain SQL from the event loop, no ORM session.
+    found = await state.status_reader.read(job_id)
     if found is None:
         raise not_found(f"No job with id {job_id}.")
     row, position = found
@@ -93,5 +93,5 @@ def history(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100, description="How many jobs (1-100).")] = 20,
 ) -> HistoryResponse:
-    items = [HistoryItem.of(job) for job in jobs.history(session, principal.user_id, limit)]
+    items = [HistoryItem.of(job) for job in job_queries.history(session, principal.user_id, limit)]
     return HistoryResponse(count=len(items), jobs=items)

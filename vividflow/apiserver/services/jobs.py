@@ -1,14 +1,18 @@
 """The jobs table as a small state machine: every change is a conditional UPDATE from known
 states, so the executor, the cancel endpoint and (in cluster mode) the status mirror can race
-without ever moving a job backwards."""
+without ever moving a job backwards. A run's end, from either mode, goes through :func:`finish_job`.
+
+The embedded executors' leases (beyond :func:`claim`) are in services.leases, read-only queries in
+services.job_queries."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Row, Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Row, and_, select, update
 from sqlalchemy.orm import Session
 
 from vividflow.apiserver.clock import naive_utc, utcnow
@@ -17,6 +21,7 @@ from vividflow.apiserver.services import credits, events
 from vividflow.apiserver.services.keys import Principal
 from vividflow.jobspec import (
     FailureReason,
+    JobMetrics,
     JobParameters,
     JobSpec,
     JobStatus,
@@ -112,6 +117,23 @@ def transition(
     return True
 
 
+def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """Start queued ``job_id`` for executor ``owner`` under a lease of ``lease_seconds``; False if it
+    is no longer queued (another executor took it, or it was cancelled)."""
+    now = utcnow()
+    return transition(
+        session,
+        job_id,
+        JobStatus.PROCESSING,
+        [JobStatus.QUEUED],
+        started_at=now,
+        progress=0,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        attempts=Job.attempts + 1,
+    )
+
+
 def _change(session: Session, condition: Any, **values: Any) -> Row[Any] | None:
     """One conditional UPDATE of one job that raises its event sequence; the row after it (None if
     the condition did not hold)."""
@@ -172,107 +194,6 @@ def cancel_queued(session: Session, job: Job) -> bool:
     return finish(session, job.id, JobStatus.CANCELLED, from_=[JobStatus.QUEUED])
 
 
-# ---------------------------------------------------------------------------------------------------
-# Embedded executors: claims and leases
-# ---------------------------------------------------------------------------------------------------
-
-
-def claim_next_queued(
-    session: Session, owner: str, lease_seconds: float, models: Iterable[ModelName] | None = None
-) -> Job | None:
-    """Take the oldest queued job (of ``models``) for executor ``owner``: processing, with a lease
-    until ``lease_seconds`` from now; None if there is none."""
-    while True:
-        query = select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.seq).limit(1)
-        if models is not None:
-            query = query.where(Job.model.in_([model.value for model in models]))
-        job_id = session.scalar(query)
-        if job_id is None:
-            return None
-        if claim(session, job_id, owner, lease_seconds):
-            return get_job(session, job_id)
-
-
-def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
-    """Start queued ``job_id`` for executor ``owner`` under a lease of ``lease_seconds``; False if it
-    is no longer queued (another executor took it, or it was cancelled)."""
-    now = utcnow()
-    return transition(
-        session,
-        job_id,
-        JobStatus.PROCESSING,
-        [JobStatus.QUEUED],
-        started_at=now,
-        progress=0,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        attempts=Job.attempts + 1,
-    )
-
-
-def renew_leases(session: Session, owner: str, lease_seconds: float) -> int:
-    """Extend the leases of every job ``owner`` runs; how many it holds."""
-    result = session.execute(
-        update(Job)
-        .where(Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def _lost(session: Session, condition: Any, max_attempts: int, message: str) -> tuple[int, int]:
-    """Jobs matching ``condition`` whose executor is gone: queued again while they have attempts left
-    (keeping their place: the queue orders by submission), else failed ``interrupted`` (refunded).
-    (requeued, failed)."""
-    requeued_rows = session.execute(
-        update(Job)
-        .where(condition, Job.attempts < max_attempts)
-        .values(
-            status=JobStatus.QUEUED.value,
-            progress=0,
-            started_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=utcnow(),
-            event_seq=Job.event_seq + 1,
-        )
-        .returning(*Job.__table__.c)
-        .execution_options(synchronize_session=False)
-    ).all()
-    for row in requeued_rows:
-        events.record(session, row, events.Kind.QUEUED)
-    requeued = len(requeued_rows)
-    failed = 0
-    for job_id in list(session.scalars(select(Job.id).where(condition))):
-        failed += finish(session, job_id, JobStatus.FAILED, reason=FailureReason.INTERRUPTED, message=message)
-    return int(requeued), failed
-
-
-def recover_expired(session: Session, max_attempts: int, message: str) -> tuple[int, int]:
-    """Processing jobs whose lease has expired (their executor died without a word), on any server;
-    see :func:`_lost`. A job without a lease (from before leases existed) counts as expired."""
-    expired = and_(
-        Job.status == JobStatus.PROCESSING.value,
-        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < utcnow()),
-    )
-    return _lost(session, expired, max_attempts, message)
-
-
-def release(session: Session, job_id: str, owner: str, max_attempts: int, message: str) -> tuple[int, int]:
-    """``owner`` stops running ``job_id`` before it ended (the server is stopping); see :func:`_lost`."""
-    mine = and_(Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner)
-    return _lost(session, mine, max_attempts, message)
-
-
-def holds(session: Session, job_id: str, owner: str) -> bool:
-    """Whether executor ``owner`` still runs ``job_id`` (it is processing under its lease)."""
-    query = select(Job.id).where(
-        Job.id == job_id, Job.status == JobStatus.PROCESSING.value, Job.lease_owner == owner
-    )
-    return session.scalar(query) is not None
-
-
 def cancel_running(session: Session, job: Job) -> bool:
     """Cancel a queued or processing job (refunded; whoever runs it stops, see the backends);
     False if it already ended."""
@@ -292,37 +213,84 @@ def record_progress(session: Session, job_id: str, progress: int, owner: str | N
     return True
 
 
+# ---------------------------------------------------------------------------------------------------
+# A run's end, as its runner (embedded mode) or its VideoJob (cluster mode) reports it
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How a job's run ended: ``status`` is completed, failed or cancelled; ``reason`` and ``message``
+    say why it did not complete, ``result_url`` is the completed video's (the caller vouches that it is
+    the job's own output). ``started_at`` and ``completed_at`` (naive UTC) are the run's, where the
+    report has them: the job's own start time comes first, and the end is now without one."""
+
+    status: JobStatus
+    reason: FailureReason | None
+    message: str | None
+    result_url: str | None
+    metrics: JobMetrics | None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @classmethod
+    def of_run(cls, result: RunResult) -> Outcome:
+        """An embedded runner's result (a failure for ``cancelled`` is the run stopped by a cancel)."""
+        to = JobStatus.CANCELLED if result.reason is FailureReason.CANCELLED else JobStatus.FAILED
+        if result.ok:
+            to = JobStatus.COMPLETED
+        return cls(
+            status=to,
+            reason=result.reason,
+            message=result.error_message,
+            result_url=result.result_url,
+            metrics=result.metrics,
+        )
+
+    @classmethod
+    def of_videojob(cls, status: VideoJobStatus, result_url: str | None) -> Outcome:
+        """A VideoJob's terminal status (the operator recorded it)."""
+        assert status.status.is_terminal
+        return cls(
+            status=status.status,
+            reason=status.reason,
+            message=status.error_message,
+            result_url=result_url,
+            metrics=status.metrics,
+            started_at=naive_utc(status.start_time),
+            completed_at=naive_utc(status.completion_time),
+        )
+
+
+def finish_job(session: Session, job_id: str, outcome: Outcome, *, owner: str | None = None) -> bool:
+    """Store how an active job's run ended, in both modes: its run time (start to end), metrics and
+    result or failure, through :func:`finish` (which refunds per ``refunds_credit`` and records the
+    event). With ``owner``, only while that executor holds the job's lease. True if the job ended now;
+    False if it had already ended: a cancel (or any other end) that came first wins, the late outcome
+    is dropped, because the end is one conditional UPDATE from the active states."""
+    job = get_job(session, job_id)
+    if job is None or JobStatus(job.status).is_terminal:
+        return False
+    ended = outcome.completed_at or utcnow()
+    started = job.started_at or outcome.started_at
+    values: dict[str, Any] = {
+        "completed_at": ended,
+        "run_seconds": (ended - started).total_seconds() if started else None,
+        "metrics": outcome.metrics.model_dump(mode="json") if outcome.metrics else None,
+    }
+    if job.started_at is None and started is not None:
+        values["started_at"] = started  # it ran, but we saw it only now
+    if outcome.status is JobStatus.COMPLETED:
+        values.update(progress=100, result_url=outcome.result_url)
+    return finish(
+        session, job_id, outcome.status, reason=outcome.reason, message=outcome.message, owner=owner, **values
+    )
+
+
 def record_result(session: Session, job_id: str, result: RunResult, owner: str) -> bool:
     """Store a runner's result on the job ``owner`` runs (only while it holds the lease: a result from
     an executor that lost the job is discarded); True if the job ended now."""
-    job = get_job(session, job_id)
-    if job is None:
-        return False
-    now = utcnow()
-    run_seconds = (now - job.started_at).total_seconds() if job.started_at else None
-    metrics = result.metrics.model_dump(mode="json") if result.metrics else None
-    if result.ok:
-        return finish(
-            session,
-            job_id,
-            JobStatus.COMPLETED,
-            owner=owner,
-            progress=100,
-            result_url=result.result_url,
-            metrics=metrics,
-            run_seconds=run_seconds,
-        )
-    to = JobStatus.CANCELLED if result.reason is FailureReason.CANCELLED else JobStatus.FAILED
-    return finish(
-        session,
-        job_id,
-        to,
-        owner=owner,
-        reason=result.reason,
-        message=result.error_message,
-        metrics=metrics,
-        run_seconds=run_seconds,
-    )
+    return finish_job(session, job_id, Outcome.of_run(result), owner=owner)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -361,20 +329,7 @@ def apply_videojob_status(
             progress=status.progress,
         )
         return record_progress(session, job_id, status.progress) or moved
-    job = get_job(session, job_id)
-    if job is None or JobStatus(job.status).is_terminal:
-        return False
-    ended = naive_utc(status.completion_time) or utcnow()
-    started = job.started_at or started
-    values: dict[str, Any] = {
-        "started_at": started,
-        "completed_at": ended,
-        "run_seconds": (ended - started).total_seconds() if started else None,
-        "metrics": status.metrics.model_dump(mode="json") if status.metrics else None,
-    }
-    if target is JobStatus.COMPLETED:
-        return finish(session, job_id, target, progress=100, result_url=result_url, **values)
-    return finish(session, job_id, target, reason=status.reason, message=status.error_message, **values)
+    return finish_job(session, job_id, Outcome.of_videojob(status, result_url))
 
 
 def settle_vanished(session: Session, job_id: str, output_exists: bool, result_url: str | None) -> bool:
@@ -397,73 +352,3 @@ def active_job_ids(session: Session) -> dict[str, tuple[JobStatus, bool]]:
         job_id: (JobStatus(status), dispatched is not None)
         for job_id, status, dispatched in session.execute(query)
     }
-
-
-def _status_query() -> Select[Any]:
-    ahead = events.queued_ahead()
-    position = case((Job.status == JobStatus.QUEUED.value, ahead), else_=None).label("queue_position")
-    return select(Job.__table__, position).where(Job.id == bindparam("job_id"))
-
-
-_STATUS_QUERY = _status_query()
-"""Built once: constructing the statement costs more than running it on SQLite."""
-
-
-def status_row(engine: Engine, job_id: str) -> tuple[Row[Any], int | None] | None:
-    """A job's row and, while it is queued, how many queued jobs are ahead of it, in one statement
-    (pass a read engine: then one round trip on PostgreSQL)."""
-    with engine.connect() as connection:
-        row = connection.execute(_STATUS_QUERY, {"job_id": job_id}).one_or_none()
-    if row is None:
-        return None
-    return row, None if row.queue_position is None else int(row.queue_position)
-
-
-def history(session: Session, user_id: str, limit: int) -> list[Job]:
-    query = select(Job).where(Job.user_id == user_id).order_by(Job.seq.desc()).limit(limit)
-    return list(session.scalars(query))
-
-
-def queue_ahead(session: Session, job: Job) -> tuple[int, int]:
-    """(queued jobs submitted before ``job``, jobs processing now), in one query."""
-    queued_before = and_(Job.status == JobStatus.QUEUED.value, Job.seq < job.seq)
-    row = session.execute(
-        select(
-            func.count().filter(queued_before),
-            func.count().filter(Job.status == JobStatus.PROCESSING.value),
-        ).where(or_(queued_before, Job.status == JobStatus.PROCESSING.value))
-    ).one()
-    return int(row[0]), int(row[1])
-
-
-def queue_counts(session: Session) -> tuple[int, int]:
-    """(jobs queued, jobs processing) across all users, in one query."""
-    row = session.execute(
-        select(
-            func.count().filter(Job.status == JobStatus.QUEUED.value),
-            func.count().filter(Job.status == JobStatus.PROCESSING.value),
-        ).where(Job.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
-    ).one()
-    return int(row[0]), int(row[1])
-
-
-def history_page(
-    session: Session, user_id: str, statuses: list[JobStatus] | None, offset: int, limit: int
-) -> tuple[list[Job], int]:
-    """One page of the user's jobs, newest first, with the number of jobs matching in all."""
-    condition = Job.user_id == user_id
-    if statuses:
-        condition = and_(condition, Job.status.in_([status.value for status in statuses]))
-    total = int(session.scalar(select(func.count()).select_from(Job).where(condition)) or 0)
-    query = select(Job).where(condition).order_by(Job.seq.desc()).offset(offset).limit(limit)
-    return list(session.scalars(query)), total
-
-
-def recent_run_seconds(session: Session, model: str, sample: int = 20) -> list[float]:
-    query = (
-        select(Job.run_seconds)
-        .where(Job.model == model, Job.status == JobStatus.COMPLETED.value, Job.run_seconds.is_not(None))
-        .order_by(Job.seq.desc())
-        .limit(sample)
-    )
-    return [value for value in session.scalars(query) if value is not None]

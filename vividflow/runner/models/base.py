@@ -14,6 +14,7 @@ from vividflow.jobspec import JobSpec
 ProgressCallback = Callable[[int], None]
 """Called with 0-100 as generation advances (monotonic)."""
 
+
 class MonotonicProgress:
     """Forwards 0-100 (clamped) only when it rises, so a caller never sees progress go back or repeat."""
 
@@ -36,8 +37,9 @@ CancelCheck = Callable[[], bool]
 class GenerationRequest:
     spec: JobSpec
     image: Image.Image
-    """The decoded input image (RGB)."""
+    """The decoded input image (RGB, upright): the only decode a model gets; none decodes again."""
     image_bytes: bytes
+    """The input exactly as read, for models that send the file itself (Veo)."""
     image_mime_type: str
     """``image/png``, ``image/jpeg`` or ``image/webp``."""
     output_path: Path

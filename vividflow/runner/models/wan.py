@@ -9,7 +9,6 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from vividflow.runner.models.base import (
     MonotonicProgress,
     ProgressCallback,
 )
+from vividflow.runner.models.wan_setup import WanLoadOptions, flow_shift, set_flow_shift, set_up
 from vividflow.runner.video import export_mp4
 from vividflow.settings import Settings
 
@@ -43,25 +43,6 @@ _OFFLINE_MARKERS = (
     "Couldn't connect to the Hub",
     "outgoing traffic has been disabled",
 )
-
-
-@dataclass(frozen=True)
-class WanLoadOptions:
-    """What a loaded pipeline depends on; a warm model is reusable while these stay equal."""
-
-    source: str
-    device: str | None
-    cpu_offload: bool
-    vae_tiling: bool
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WanLoadOptions:
-        return cls(
-            source=settings.wan_model,
-            device=settings.wan_device,
-            cpu_offload=settings.wan_cpu_offload,
-            vae_tiling=settings.wan_vae_tiling,
-        )
 
 
 def pipeline_arguments(prompt: str, params: WanParams, image: Image.Image, device: str) -> dict[str, Any]:
@@ -85,10 +66,11 @@ def pipeline_arguments(prompt: str, params: WanParams, image: Image.Image, devic
 class WanModel:
     """A loaded Wan 2.1 I2V pipeline (kept warm between jobs); one generation at a time."""
 
-    def __init__(self, pipe: Any, options: WanLoadOptions, device: str) -> None:
+    def __init__(self, pipe: Any, options: WanLoadOptions, device: str, settings: Settings) -> None:
         self._pipe = pipe
         self.options = options
         self.device = device
+        self._settings = settings
         self._lock = threading.Lock()
 
     @property
@@ -97,37 +79,31 @@ class WanModel:
         return self.options.source
 
     @classmethod
-    def load(cls, settings: Settings) -> WanModel:
-        """Load ``settings.wan_model`` (a Hugging Face id or a local directory).
+    def load(cls, settings: Settings, width: int = 1280, height: int = 720) -> WanModel:
+        """Load the checkpoint for a ``width`` x ``height`` job (see :func:`wan_setup.checkpoint_for`).
 
         Raises :class:`ModelLoadFailed` with a short message naming the source, or
         :class:`OutOfMemory` when the weights do not fit.
         """
-        options = WanLoadOptions.from_settings(settings)
-        source = options.source
-        if _looks_like_path(source) and not Path(source).expanduser().is_dir():
-            raise ModelLoadFailed(f"Wan model directory {source} does not exist")
-        try:
-            import torch
-            adopt_library_loggers(load=True)  # diffusers and transformers log on import already
+        options = WanLoadOptions.from_settings(settings, width, height)
+        pipe, device = _load_pipeline(options)
+        return cls(pipe, options, device, settings)
 
-            from diffusers import WanImageToVideoPipeline
+    def use_checkpoint_for(self, width: int, height: int) -> None:
+        """Make the pipeline the one for a ``width`` x ``height`` job, with its flow shift.
 
-            device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            pipe = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                str(Path(source).expanduser()) if _looks_like_path(source) else source,
-                dtype=_dtypes(device),
-            )
-            _place(pipe, device, options)
-        except Exception as error:
-            logger.warning("loading the Wan model from %s failed: %s", source, error)
-            logger.debug("loading the Wan model failed", exc_info=True)
-            oom = as_out_of_memory(error, f"loading the Wan model from {source}")
-            if oom is not None:
-                raise oom from None
-            raise ModelLoadFailed(f"Could not load the Wan model from {source}: {_reason(error)}") from None
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe, options, device)
+        One pipeline is kept warm: the one loaded last. A job of the other size class (when
+        ``VIVID_WAN_MODEL_480P`` and ``_720P`` differ) frees it and loads the other checkpoint, so a
+        worker never holds two 14B models; jobs of one size class in a row reuse it.
+        """
+        options = WanLoadOptions.from_settings(self._settings, width, height)
+        if options != self.options:
+            logger.info("switching the Wan checkpoint from %s to %s", self.options.source, options.source)
+            self._pipe = None
+            _free_memory()
+            self._pipe, self.device = _load_pipeline(options)
+            self.options = options
+        set_flow_shift(self._pipe, flow_shift(width, height))
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
@@ -145,6 +121,7 @@ class WanModel:
         with self._lock:
             try:
                 _check_cancel(should_cancel)
+                self.use_checkpoint_for(params.width, params.height)
                 progress(0)
                 image = fit_image(request.image, params.width, params.height)
                 gpu = _GpuPeak(self.device)
@@ -194,13 +171,11 @@ class WanModel:
 
     def _recover(self) -> None:
         """After an aborted run: put offloaded modules back and release cached GPU memory."""
-        import torch
-
         try:
-            self._pipe.maybe_free_model_hooks()
+            if self._pipe is not None:
+                self._pipe.maybe_free_model_hooks()
         finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            _free_memory()
 
 
 class _StepClock:
@@ -288,15 +263,45 @@ def _dtypes(device: str) -> dict[str, torch.dtype]:
     return {"default": torch.bfloat16, "vae": torch.float32, "image_encoder": torch.float32}
 
 
-def _place(pipe: Any, device: str, options: WanLoadOptions) -> None:
-    if options.cpu_offload and device.startswith("cuda"):
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        if options.cpu_offload:
-            logger.warning("VIVID_WAN_CPU_OFFLOAD needs a CUDA device; running on %s without it", device)
-        pipe.to(device)
-    if options.vae_tiling:
-        pipe.vae.enable_tiling()
+def _load_pipeline(options: WanLoadOptions) -> tuple[Any, str]:
+    """Load and set up ``options.source``; returns the pipeline and its device."""
+    source = options.source
+    if _looks_like_path(source) and not Path(source).expanduser().is_dir():
+        raise ModelLoadFailed(f"Wan model directory {source} does not exist")
+    try:
+        import torch
+
+        adopt_library_loggers(load=True)  # diffusers and transformers log on import already
+
+        from diffusers import WanImageToVideoPipeline
+
+        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe = WanImageToVideoPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+            str(Path(source).expanduser()) if _looks_like_path(source) else source,
+            dtype=_dtypes(device),
+        )
+        set_up(pipe, device, options)
+    except RunnerError:
+        raise
+    except Exception as error:
+        logger.warning("loading the Wan model from %s failed: %s", source, error)
+        logger.debug("loading the Wan model failed", exc_info=True)
+        oom = as_out_of_memory(error, f"loading the Wan model from {source}")
+        if oom is not None:
+            raise oom from None
+        raise ModelLoadFailed(f"Could not load the Wan model from {source}: {_reason(error)}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, device
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _reason(error: BaseException) -> str:

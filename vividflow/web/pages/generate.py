@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from vividflow.apiserver.db.models import User
 from vividflow.apiserver.deps import StateDep
-from vividflow.apiserver.errors import ApiError
+from vividflow.apiserver.errors import ApiError, service_error
 from vividflow.apiserver.generate_input import (
     COMMON_FIELDS,
     MAX_PROMPT_LENGTH,
@@ -23,7 +23,8 @@ from vividflow.apiserver.generate_input import (
     validate_fields,
 )
 from vividflow.apiserver.inputs import check_input
-from vividflow.apiserver.services import estimates, jobs, submit
+from vividflow.apiserver.services import estimates, job_queries, jobs, submit
+from vividflow.apiserver.services.errors import ServiceError
 from vividflow.apiserver.services.usage import usage_for
 from vividflow.apiserver.services.web_sessions import SessionUser
 from vividflow.apiserver.sessions import CSRF_FIELD, Visitor
@@ -84,14 +85,14 @@ def _overview(state: AppState, user: SessionUser) -> dict[str, Any]:
     """Credits left and the estimated wait of a job submitted now, per model."""
     with state.session_factory() as session:
         usage = usage_for(session, session.get_one(User, user.user_id), state.settings.daily_limit)
-        queued, processing = jobs.queue_counts(session)
+        queued, processing = job_queries.queue_counts(session)
         waits = {
             model.value: estimates.describe(
                 estimates.estimated_seconds(
                     model,
                     queued,
                     processing,
-                    jobs.recent_run_seconds(session, model.value),
+                    job_queries.recent_run_seconds(session, model.value),
                     state.backend.parallelism,
                 )
             )
@@ -149,8 +150,9 @@ async def generate(request: Request, state: StateDep, visitor: VisitorDep) -> Re
     try:
         wanted = validate_fields(request_fields, upload, state.settings)
         checked = await check_input(wanted.upload, wanted.image_url, state, user.user_id)
-        accepted = await submit.submit(state, principal_of(user), wanted, checked)
-    except ApiError as error:
+        accepted = await submit.submit(state, principal_of(user), wanted.job, checked)
+    except (ApiError, ServiceError) as refused:
+        error = service_error(refused) if isinstance(refused, ServiceError) else refused
         return await _page(
             request,
             state,

@@ -18,7 +18,7 @@ from vividflow.apiserver.deps import StateDep
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.routes.jobs import owned_job
 from vividflow.apiserver.schemas import JobStatusBody
-from vividflow.apiserver.services import jobs
+from vividflow.apiserver.services import job_queries, job_status, jobs
 from vividflow.apiserver.services.web_sessions import SessionUser
 from vividflow.apiserver.sessions import CSRF_FIELD
 from vividflow.apiserver.state import AppState
@@ -35,7 +35,7 @@ STATUS_FILTERS = tuple(status.value for status in JobStatus)
 
 
 def _job_view(state: AppState, user: SessionUser, job_id: str) -> dict[str, Any]:
-    found = jobs.status_row(state.read_engine, job_id)
+    found = job_status.status_row(state.read_engine, job_id)
     if found is None:
         raise not_found(f"No job with id {job_id}.")
     row, position = found
@@ -110,6 +110,8 @@ def _history(
     state: AppState, user: SessionUser, statuses: list[JobStatus] | None, page: int
 ) -> tuple[list[Job], int]:
     with state.session_factory() as session:
-        items, total = jobs.history_page(session, user.user_id, statuses, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        items, total = job_queries.history_page(
+            session, user.user_id, statuses, (page - 1) * PAGE_SIZE, PAGE_SIZE
+        )
         session.expunge_all()
         return items, total
