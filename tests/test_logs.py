@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import logging.config
+import logging.handlers
 import os
 import re
 import subprocess
@@ -21,16 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pythonjsonlogger.json import JsonFormatter
 from standardwebhooks import Webhook
 
 from vividflow.apiserver.security import display_prefix, generate_key
 from vividflow.apiserver.services.webhooks import new_secret
+from vividflow.log_secrets import mask_secrets
 from vividflow.logs import (
+    ContextFilter,
+    JsonLogFormatter,
     choose_format,
     configure_logging,
     current_log_context,
     log_context,
-    mask_secrets,
     uvicorn_log_config,
 )
 from vividflow.runner.cli import videojob_of
@@ -425,6 +429,32 @@ def test_uvicorn_config_writes_json_access_lines_without_secrets(
     ours, uvicorn = [json.loads(line) for line in captured.err.splitlines()]
     assert (ours["logger"], ours["job_id"], ours["component"]) == ("vividflow.apiserver.test", "j-1", "api")
     assert (uvicorn["logger"], uvicorn["message"]) == ("uvicorn.error", "Application startup complete.")
+
+
+def test_access_lines_written_directly_are_the_librarys_lines(restore_logging: None) -> None:
+    """Plain access records skip python-json-logger's attribute walk; the line must not change."""
+    formatter = JsonLogFormatter("api")
+    handler = logging.handlers.BufferingHandler(capacity=100)
+    handler.addFilter(ContextFilter())
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    key = generate_key()
+    try:
+        access_record("/api/v1/status/j-1")
+        access_record(f"/files/caf\u00e9?api_key={key}", 404)
+        with log_context(job_id="j-1"):  # a field added: the library writes it
+            access_record("/healthz")
+    finally:
+        access.removeHandler(handler)
+    plain, unusual, with_context = handler.buffer
+    for record in handler.buffer:
+        assert formatter.format(record) == mask_secrets(JsonFormatter.format(formatter, record))
+    assert formatter._plain_access_line(plain) is not None
+    assert formatter._plain_access_line(unusual) is not None
+    assert key not in formatter.format(unusual)
+    assert formatter._plain_access_line(with_context) is None
+    assert json.loads(formatter.format(with_context))["job_id"] == "j-1"
 
 
 def test_uvicorn_config_in_text(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,16 +13,16 @@ and never show a credential, whichever process writes it.
 - Secrets: every handler masks, in the final message and traceback, whatever looks like one of our
   API keys, a webhook secret or signature, a Bearer token, a session cookie or a credential-like
   query parameter; the formatters mask their output once more. uvicorn's access log also has the
-  query values of credential-like parameters replaced before formatting (:class:`RedactQuerySecrets`).
+  query values of credential-like parameters replaced before formatting (both in :mod:`vividflow.log_secrets`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import logging.config
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,15 +30,20 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qsl, urlencode
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from vividflow.log_secrets import mask_secrets
 from vividflow.settings import Settings
 
 LogFormat = Literal["text", "json"]
-REDACTED = "REDACTED"
+
+# No format here shows a record's thread or process, and looking them up for every record (the
+# thread's name, the multiprocessing process's name, the pid) cost about a tenth of an access line.
+logging.logThreads = False
+logging.logProcesses = False
+logging.logMultiprocessing = False
 
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore")
 """A line per HTTP request (webhooks, image fetches, GCS, Vertex polls): shown only at DEBUG."""
@@ -94,96 +99,6 @@ class ContextFilter(logging.Filter):
         return True
 
 
-# --- secrets -------------------------------------------------------------------------------------
-
-SECRET_PARAMETER = re.compile(
-    r"(key|token|secret|passw|signature|sig|auth|credential|session|code|jwt)", re.IGNORECASE
-)
-"""Query parameters whose values are never logged."""
-
-_API_KEY = r"(?P<key>\bvf_[A-Za-z0-9_-]{7})[A-Za-z0-9_-]{5,}"
-"""Our API keys (``vf_`` and 43 URL-safe characters): the first ten characters, the display prefix
-that key listings show, stay readable."""
-_WEBHOOK_SECRET = r"(?P<whsec>\bwhsec_)[A-Za-z0-9+/=_-]+"
-_WEBHOOK_SIGNATURE = r"(?P<signature>\bv1,)[A-Za-z0-9+/]{20,}={0,2}"
-_BEARER = r"(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}"
-_COOKIE = r"(?P<cookie>\bvividflow_(?:session|visitor)=)[^;&\s\"'\\]+"
-_QUERY = (
-    r"(?P<query>[?&][^=&#\s\"'\\]*(?i:" + SECRET_PARAMETER.pattern[1:-1] + r")[^=&#\s\"'\\]*=)"
-    r"[^&#\s\"'\\]+"
-)
-"""Values end at a quote or a backslash: masking JSON text never eats the backslash of an escape."""
-_SECRETS = re.compile("|".join((_API_KEY, _WEBHOOK_SECRET, _WEBHOOK_SIGNATURE, _BEARER, _COOKIE, _QUERY)))
-
-
-def _masked(match: re.Match[str]) -> str:
-    if match.group("key") is not None:
-        return f"{match.group('key')}...{REDACTED}"
-    kept = next(value for value in match.groupdict().values() if value is not None)
-    return kept + REDACTED
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with whatever looks like a credential replaced by ``REDACTED``."""
-    return _SECRETS.sub(_masked, text)
-
-
-class MaskSecrets(logging.Filter):
-    """On every handler: masks the record's final message, traceback and stack (defence in depth:
-    nothing should log a secret in the first place)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format: the handler reports it when it formats
-            message = None
-        if message is not None and (masked := mask_secrets(message)) != message:
-            self._mask_message(record, masked)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = mask_secrets(record.exc_text)
-        if record.stack_info:
-            record.stack_info = mask_secrets(record.stack_info)
-        return True
-
-    @staticmethod
-    def _mask_message(record: logging.LogRecord, masked: str) -> None:
-        """Mask the arguments one by one where that is enough (uvicorn's access records keep their
-        fields), else replace the message by its masked text."""
-        if isinstance(record.args, tuple) and isinstance(record.msg, str):
-            original = record.msg, record.args
-            record.msg = mask_secrets(record.msg)
-            record.args = tuple(mask_secrets(arg) if isinstance(arg, str) else arg for arg in record.args)
-            try:
-                if record.getMessage() == masked:
-                    return
-            except (TypeError, ValueError):
-                pass
-            record.msg, record.args = original
-        record.msg, record.args = masked, None
-
-
-def redact_query(path: str) -> str:
-    """``path`` with the values of credential-like query parameters replaced."""
-    base, separator, query = path.partition("?")
-    if not separator:
-        return path
-    pairs = parse_qsl(query, keep_blank_values=True)
-    cleaned = [(name, REDACTED if SECRET_PARAMETER.search(name) else value) for name, value in pairs]
-    return f"{base}?{urlencode(cleaned, safe='/:,')}"
-
-
-class RedactQuerySecrets(logging.Filter):
-    """On uvicorn's access log records (``client, method, path?query, version, status``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], redact_query(args[2]), *args[3:])
-        return True
-
-
 # --- formatters ------------------------------------------------------------------------------------
 
 
@@ -194,6 +109,22 @@ def _access_fields(record: logging.LogRecord) -> dict[str, Any]:
         return {}
     client, method, path, http_version, status = args
     return {"client": client, "method": method, "path": path, "http_version": http_version, "status": status}
+
+
+_PLAIN_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "color_message",
+    "taskName",
+}
+"""What a record holds when nothing (``extra=``, :func:`log_context`) added fields to it."""
+
+
+def _iso_time(record: logging.LogRecord) -> str:
+    return (
+        datetime.fromtimestamp(record.created, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class JsonLogFormatter(JsonFormatter):
@@ -211,16 +142,32 @@ class JsonLogFormatter(JsonFormatter):
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
-        log_data["time"] = (
-            datetime.fromtimestamp(record.created, tz=UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
+        log_data["time"] = _iso_time(record)
         super().add_fields(log_data, record, message_dict)
         log_data.update(_access_fields(record))
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_secrets(super().format(record))
+        line = self._plain_access_line(record)
+        return mask_secrets(super().format(record) if line is None else line)
+
+    def _plain_access_line(self, record: logging.LogRecord) -> str | None:
+        """An access record with nothing added to it, written directly: the same line as the
+        library's, which looks at every attribute of every record (a third of an access line's cost,
+        one line per request). None for any other record."""
+        if record.exc_info or record.stack_info or not record.__dict__.keys() <= _PLAIN_RECORD_ATTRIBUTES:
+            return None
+        fields = _access_fields(record)
+        if not fields:
+            return None
+        data = {
+            "time": _iso_time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self.static_fields,
+            **fields,
+        }
+        return json.dumps(data, ensure_ascii=self.json_ensure_ascii)
 
 
 class TextLogFormatter(logging.Formatter):
@@ -303,7 +250,7 @@ def logging_config(
         "disable_existing_loggers": False,
         "filters": {
             "log-context": {"()": "vividflow.logs.ContextFilter"},
-            "mask-secrets": {"()": "vividflow.logs.MaskSecrets"},
+            "mask-secrets": {"()": "vividflow.log_secrets.MaskSecrets"},
         },
         "formatters": {
             "vividflow": {
@@ -344,7 +291,7 @@ def uvicorn_log_config(settings: Settings, component: str = "api") -> dict[str, 
     """uvicorn's ``log_config``: :func:`logging_config`, with uvicorn's loggers on its handler and the
     access log (``uvicorn.access``, on stdout as uvicorn has it) redacting query secrets first."""
     config = logging_config(settings, component)
-    config["filters"]["redact-query-secrets"] = {"()": "vividflow.logs.RedactQuerySecrets"}
+    config["filters"]["redact-query-secrets"] = {"()": "vividflow.log_secrets.RedactQuerySecrets"}
     config["handlers"]["access"] = {
         **config["handlers"]["default"],
         "stream": "ext://sys.stdout",

@@ -144,3 +144,24 @@ def test_a_sqlite_read_that_meets_a_lock_waits_for_it_off_the_loop(tmp_path: Pat
 
 def test_the_app_freezes_its_startup_objects_while_it_runs(client: TestClient) -> None:
     assert gc.get_freeze_count() > 0
+
+
+def test_status_authenticates_like_every_api_key_endpoint(make_settings: MakeSettings) -> None:
+    """The status route calls `authenticate` itself: the same headers, refusals and OpenAPI security
+    as the routes that depend on the principal."""
+    with TestClient(create_app(make_settings(rate_limits=["3/day"]))) as client:
+        alice = {"X-API-Key": create_api_key(client, "alice@example.com")}
+        job_id = submit(client, alice)  # the first of alice's 3
+        remaining = [
+            client.get(f"/api/v1/status/{job_id}", headers=alice).headers.get("X-RateLimit-Remaining")
+            for _ in range(2)
+        ]
+        assert remaining == ["1", "0"]
+        refused = client.get(f"/api/v1/status/{job_id}", headers=alice)
+        assert refused.status_code == 429 and refused.json()["error"] == "Rate limit exceeded"
+        assert refused.headers["Retry-After"]
+        missing = client.get(f"/api/v1/status/{job_id}")
+        assert missing.status_code == 401 and missing.json()["details"]
+        operations = client.get("/openapi.json").json()["paths"]
+    assert operations["/api/v1/status/{job_id}"]["get"]["security"] == [{"APIKeyHeader": []}]
+    assert operations["/api/v1/usage"]["get"]["security"] == [{"APIKeyHeader": []}]

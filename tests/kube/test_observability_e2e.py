@@ -81,7 +81,7 @@ def test_prometheus_counts_what_happened(cluster: Cluster, fake_vertex: FakeVert
             assert failed["status"] == "failed", failed
             reason = failed["failure_reason"]
 
-            assert prometheus.targets_up() == {"api": True, "operator": True}, prometheus.log()
+            prometheus.wait_for_targets_up(["api", "operator"])
             expected = {
                 # The API (summed over its two processes).
                 'sum(vividflow_jobs_submitted_total{model="veo3.1"})': 3,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader
@@ -23,9 +23,13 @@ api_key_header = APIKeyHeader(
 )
 
 
-async def get_state(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.vivid
     return state
+
+
+async def get_state(request: Request) -> AppState:
+    return app_state(request)
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -55,14 +59,11 @@ def _too_many(error: str, detail: str, limit: RateLimitState) -> ApiError:
     return too_many_requests(error, detail, limit.retry_after, limit.headers())
 
 
-async def current_principal(
-    request: Request,
-    state: StateDep,
-    response: Response,
-    api_key: Annotated[str | None, Security(api_key_header)] = None,
-) -> Principal:
+async def authenticate(
+    state: AppState, request: Request, api_key: str | None
+) -> tuple[Principal, RateLimitState]:
     """Authenticate the key (failures are limited per client address), then count the request
-    against the user's rate limits."""
+    against the user's rate limits: the caller, and the window to report in the response headers."""
     if not api_key:
         raise unauthorized("Send your API key in the X-API-Key header.")
     principal = state.authenticator.cached(api_key)
@@ -82,8 +83,24 @@ async def current_principal(
     limit = await state.limiter.hit(principal)
     if not limit.allowed:
         raise _too_many("Rate limit exceeded", "429 Too Many Requests", limit)
+    return principal, limit
+
+
+async def current_principal(
+    request: Request,
+    state: StateDep,
+    response: Response,
+    api_key: Annotated[str | None, Security(api_key_header)] = None,
+) -> Principal:
+    """The caller of an API-key endpoint (:func:`authenticate`), its rate-limit headers set."""
+    principal, limit = await authenticate(state, request, api_key)
     response.headers.update(limit.headers())
     return principal
+
+
+API_KEY_SECURITY: dict[str, Any] = {"security": [{api_key_header.scheme_name: []}]}
+"""``openapi_extra`` of a route that calls :func:`authenticate` itself rather than depend on
+:data:`PrincipalDep`: the same security requirement in its OpenAPI operation."""
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -5,7 +5,8 @@ from fastapi import APIRouter
 from vividflow.apiserver.routes import enhance, events, files, generate, health, jobs, keys, usage, webhooks
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (generate, enhance, jobs, events, usage, keys, webhooks):
+# Routes are matched in order: the status endpoint, which clients poll, first.
+for module in (jobs, events, generate, enhance, usage, keys, webhooks):
     api_router.include_router(module.router)
 
 __all__ = ["api_router", "files", "health"]

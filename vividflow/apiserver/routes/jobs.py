@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request, Response
 
 from vividflow.apiserver.db.models import Job
-from vividflow.apiserver.deps import PrincipalDep, SessionDep, StateDep
+from vividflow.apiserver.deps import (
+    API_KEY_SECURITY,
+    PrincipalDep,
+    SessionDep,
+    StateDep,
+    api_key_header,
+    app_state,
+    authenticate,
+)
 from vividflow.apiserver.errors import ApiError, forbidden, not_found
 from vividflow.apiserver.routes.common import error_responses
 from vividflow.apiserver.schemas import CancelResponse, HistoryItem, HistoryResponse, JobStatusBody
@@ -34,16 +41,22 @@ def owned_job(session: SessionDep, principal: Principal, job_id: str) -> Job:
     response_model_exclude_none=True,
     summary="A job's status",
     responses=error_responses(403, 404),
+    openapi_extra=API_KEY_SECURITY,
 )
-async def status(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    # The hottest endpoint (clients poll it): plain SQL from the event loop, no ORM session.
+async def status(job_id: str, request: Request) -> Response:
+    # The hottest endpoint (clients poll it), so the leanest path: the caller authenticated by a
+    # direct call rather than through dependencies (resolving them cost a sixth of the request),
+    # plain SQL from the event loop, no ORM session, and the body encoded once by pydantic.
+    state = app_state(request)
+    principal, limit = await authenticate(state, request, request.headers.get(api_key_header.model.name))
     found = await state.status_reader.read(job_id)
     if found is None:
         raise not_found(f"No job with id {job_id}.")
     row, position = found
     if row.user_id != principal.user_id:
         raise forbidden("This job belongs to another user.")
-    return JSONResponse(JobStatusBody.of(row, position).model_dump(mode="json", exclude_none=True))
+    body = JobStatusBody.of(row, position).model_dump_json(exclude_none=True)
+    return Response(body, media_type="application/json", headers=limit.headers())
 
 
 @router.post(
