@@ -13,7 +13,8 @@ and never show a credential, whichever process writes it.
 - Secrets: every handler masks, in the final message and traceback, whatever looks like one of our
   API keys, a webhook secret or signature, a Bearer token, a session cookie or a credential-like
   query parameter; the formatters mask their output once more. uvicorn's access log also has the
-  query values of credential-like parameters replaced before formatting (both in :mod:`vividflow.log_secrets`).
+  query values of credential-like parameters replaced before formatting (both live in
+  :mod:`vividflow.log_secrets`).
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def test_start_and_progress_events_with_progress_throttled(
             delivery.created_at -= timedelta(seconds=PROGRESS_INTERVAL_SECONDS)
     progress(client, job_id, 40)
     complete(client, job_id)  # not asked for
-    deliveries = receiver.wait_for(3, "steps")
+    deliveries = sorted(receiver.wait_for(3, "steps"), key=lambda delivery: delivery.event_seq)
     assert [(d.payload()["status"], d.payload()["progress"]) for d in deliveries] == [
         ("processing", 0),
         ("processing", 10),
