@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         description="How often streams look for changes made elsewhere when no notification "
         "channel (PostgreSQL LISTEN/NOTIFY, Redis pub/sub) carries them (SQLite).",
     )
+    status_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Longest an API process answers GET /status from memory: answers are dropped as "
+        "soon as their job changes (its event hint), so this bounds only a lost hint. Used while a "
+        "notification channel (PostgreSQL or Redis) is up; 0 turns the cache off.",
+    )
     webhook_timeout_seconds: float = Field(15.0, gt=0, description="Time a webhook receiver has to answer.")
     webhook_retry_seconds: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vividflow.apiserver.metrics import SSE_STREAMS_OPEN
 from vividflow.apiserver.services import events
 from vividflow.apiserver.services.events import Announced
+from vividflow.apiserver.status_cache import StatusCache
 from vividflow.jobspec import JobStatus
 from vividflow.settings import Settings
 
@@ -105,10 +106,16 @@ class Subscription:
 
 class EventHub:
     def __init__(
-        self, settings: Settings, session_factory: sessionmaker[Session], db_executor: Executor
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        db_executor: Executor,
+        status_cache: StatusCache | None = None,
     ) -> None:
-        """``db_executor``: the threads the hub's (few, short) database reads run on."""
+        """``db_executor``: the threads the hub's (few, short) database reads run on;
+        ``status_cache``: kept exact by the hints the hub gets, used while its channel is up."""
         self._settings = settings
+        self._status_cache = status_cache
         self._session_factory = session_factory
         self._db_executor = db_executor
         self._subscriptions: dict[str, set[Subscription]] = {}
@@ -144,6 +151,7 @@ class EventHub:
 
     async def stop(self) -> None:
         events.remove_listener(self._from_commit)
+        self._use_status_cache(False)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -176,14 +184,22 @@ class EventHub:
 
     def announce(self, hint: Announced) -> None:
         """Hand a hint to the streams following its job (event loop only)."""
+        self._invalidate(hint)
         self._activity.set()
         for subscription in self._subscriptions.get(hint.job_id, ()):
             subscription.push(hint)
 
     # -- sources ----------------------------------------------------------------------------------
 
+    def _invalidate(self, hint: Announced) -> None:
+        if self._status_cache is not None:
+            changed = hint.kind not in (events.Kind.PROGRESS, events.Kind.CHANGED)
+            self._status_cache.invalidate(hint.job_id, status_changed=changed)
+
     def _from_commit(self, announced: Announced) -> None:
-        """A commit of this process (any thread)."""
+        """A commit of this process (any thread): the status cache forgets the job at once, before
+        the committing request answers."""
+        self._invalidate(announced)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -230,7 +246,14 @@ class EventHub:
 
     def _connected(self) -> None:
         self.channel_up = True
+        self._use_status_cache(True)
         self._activity.set()  # catch up on whatever was missed while disconnected
+
+    def _use_status_cache(self, channel_up: bool) -> None:
+        """Hints may have been missed whenever the channel connects or drops: start afresh."""
+        if self._status_cache is not None:
+            self._status_cache.active = channel_up and self._status_cache.ttl > 0
+            self._status_cache.clear()
 
     async def _reconnecting(self, name: str, session: Callable[[], Awaitable[None]]) -> None:
         delay = RECONNECT_SECONDS[0]
@@ -244,6 +267,7 @@ class EventHub:
             except Exception as failure:
                 error = failure
             self.channel_up = False
+            self._use_status_cache(False)
             if time.monotonic() - started > 30:
                 delay = RECONNECT_SECONDS[0]
             log.warning("job event channel (%s) lost: %s; reconnecting in %.1f s", name, error, delay)

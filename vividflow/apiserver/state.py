@@ -21,6 +21,7 @@ from vividflow.apiserver.services import web_sessions
 from vividflow.apiserver.services.job_status import StatusReader
 from vividflow.apiserver.sessions import SessionKeys
 from vividflow.apiserver.slots import UserSlots
+from vividflow.apiserver.status_cache import StatusCache
 from vividflow.settings import Settings
 
 STATUS_CONNECTIONS = 10
@@ -38,6 +39,7 @@ class AppState:
     """``engine`` for single-statement reads outside a transaction (see make_read_engine)."""
     session_factory: sessionmaker[Session]
     status_reader: StatusReader
+    status_cache: StatusCache
     """Status reads from the event loop, for ``GET /status`` (opened and closed by the app's lifespan)."""
     limiter: RateLimiter
     authenticator: Authenticator
@@ -87,12 +89,14 @@ class AppState:
             with session_factory.begin() as session:
                 session_secret = web_sessions.server_secret(session, web_sessions.SESSION_SIGNING_SECRET)
         read_engine = make_read_engine(engine)
+        status_cache = StatusCache(settings.status_cache_seconds)
         return cls(
             settings=settings,
             engine=engine,
             read_engine=read_engine,
             session_factory=session_factory,
             status_reader=StatusReader(read_engine, db_executor, STATUS_CONNECTIONS),
+            status_cache=status_cache,
             limiter=RateLimiter(
                 settings.rate_limits,
                 settings.redis_url,
@@ -113,7 +117,7 @@ class AppState:
                 "Too many status streams",
                 "At most {limit} status streams may be open at once; close one first.",
             ),
-            event_hub=EventHub(settings, session_factory, db_executor),
+            event_hub=EventHub(settings, session_factory, db_executor, status_cache),
             session_keys=SessionKeys(session_secret, settings),
         )
 

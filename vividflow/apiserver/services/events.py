@@ -48,6 +48,8 @@ class Kind:
     QUEUED = "queued"
     START = "start"
     PROGRESS = "progress"
+    CHANGED = "changed"
+    """Not an event: a hint that the job's status body changed otherwise (its result expired)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,17 @@ def record(session: Session, row: Row[Any], kind: str) -> None:
     webhooks.enqueue(session, row, kind, body)
     facts = JobFacts(row.model, row.status, row.failure_reason, row.created_at, row.started_at, row.metrics)
     announced = Announced(row.id, row.event_seq, kind, body, facts)
+    _announce_after_commit(session, announced)
+
+
+def hint_changed(session: Session, job_ids: Sequence[str]) -> None:
+    """Announce after commit that the status bodies of ``job_ids`` changed without an event (seq 0:
+    streams ignore it; caches of status bodies drop the jobs')."""
+    for job_id in job_ids:
+        _announce_after_commit(session, Announced(job_id, 0, Kind.CHANGED, None))
+
+
+def _announce_after_commit(session: Session, announced: Announced) -> None:
     if session.get_bind().dialect.name == "postgresql":
         notify = text("SELECT pg_notify(:channel, :payload)")
         session.execute(notify, {"channel": NOTIFY_CHANNEL, "payload": encode(announced)})

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vividflow.apiserver.clock import utcnow
 from vividflow.apiserver.db.models import Job, JobEvent
+from vividflow.apiserver.services import events
 from vividflow.jobspec import JobStatus
 from vividflow.settings import Settings
 from vividflow.storage import gcs, locations
@@ -143,6 +144,7 @@ def mark_expired(session: Session, job_ids: Sequence[str]) -> int:
             .where(JobEvent.job_id.in_(marked), JobEvent.seq < latest)
             .execution_options(synchronize_session=False)
         )
+        events.hint_changed(session, marked)
     return len(marked)
 
 
