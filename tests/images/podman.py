@@ -9,7 +9,6 @@ default ones are refused).
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,22 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.kube.kubelet_podman import RUNTIME_ARGS
 
-def _limit(kind: int, most: int) -> str:
-    """As much as this process may have of an rlimit, up to ``most`` (podman may not raise one)."""
-    hard = resource.getrlimit(kind)[1]
-    value = most if hard == resource.RLIM_INFINITY else min(hard, most)
-    return f"{value}:{value}"
-
-
-RUNTIME = [
-    "--runtime",
-    "/usr/sbin/runc",
-    "--ulimit",
-    f"nofile={_limit(resource.RLIMIT_NOFILE, 65536)}",
-    "--ulimit",
-    f"nproc={_limit(resource.RLIMIT_NPROC, 4096)}",
-]
+RUNTIME = RUNTIME_ARGS  # runc and explicit rlimits, as the fake kubelet's container mode runs them
 AS_THE_CHART_RUNS_IT = [
     "--network",
     "host",

@@ -51,11 +51,21 @@ what kube-scheduler and the kubelet do, the way kwok's stages describe a pod's l
    Pending with ``containerStatuses[0].state.waiting`` reason ``ErrImagePull``, then
    ``ImagePullBackOff`` after ``pull_backoff_seconds``.
 
+7. **Container mode**: with a ``container_runtime`` (:class:`tests.kube.kubelet_podman.PodmanRuntime`),
+   a container whose image the runtime has (local podman storage) runs as a real container instead of a
+   process: the image's entrypoint and env, the Pod's command/args/env/envFrom/workingDir, its
+   projected ServiceAccount token *mounted* at ``/var/run/secrets/kubernetes.io/serviceaccount``
+   (``KUBERNETES_SERVICE_HOST``/``PORT`` point at the API server; no ``base_env``, ``KUBECONFIG``,
+   ``command_rewriter`` or ``termination_log_env``), the termination log at
+   ``terminationMessagePath``, emptyDir/secret/configMap volumes, the security context, the host's
+   network (``podIP`` 127.0.0.1). Everything above (waiting, status, deadlines, deletion) is the same;
+   ``ContainerRun.mode`` says which mode ran it. The seam is ``tests/kube/kubelet_runtime.py``.
+
 With ``register_node`` a Node object ``node_name`` is created (when missing) and marked Ready; the Job
 controller does not need one, kubectl shows it. Nothing deletes it (several kubelets may share it) and
 it gets no heartbeats (no node-lifecycle controller runs).
 
-Not emulated: init/sidecar containers (only ``containers[0]`` runs), volumes and mounts, probes,
+Not emulated: init/sidecar containers (only ``containers[0]`` runs), volumes and mounts of processes, probes,
 restarts (use ``restartPolicy: Never``), resources, ``kubectl logs``/``exec``, Events. Read a
 container's output with :attr:`ContainerRun.output` instead.
 
@@ -110,12 +120,25 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from tests.kube.kubelet_runtime import (
+    ContainerConfigError,
+    ContainerExit,
+    ContainerLaunch,
+    ContainerRuntime,
+    RuntimeContainer,
+)
+
 __all__ = [
     "TERMINATION_MESSAGE_LIMIT",
     "CommandRewriter",
+    "ContainerConfigError",
+    "ContainerExit",
+    "ContainerLaunch",
     "ContainerRun",
+    "ContainerRuntime",
     "FakeKubelet",
     "KubeletError",
+    "RuntimeContainer",
     "python_to_sys_executable",
 ]
 
@@ -152,10 +175,6 @@ class KubeletError(RuntimeError):
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old: relist."""
-
-
-class _ConfigError(Exception):
-    """The container's env refers to a missing Secret, ConfigMap or key (CreateContainerConfigError)."""
 
 
 def _now() -> datetime.datetime:
@@ -274,6 +293,12 @@ class ContainerRun:
     """``deletion``, ``deadline``, ``stop`` or ``gone`` when the kubelet ended the process."""
     waiting_reason: str | None = None
     """``ErrImagePull``/``ImagePullBackOff``/``CreateContainerConfigError`` while it cannot start."""
+    mode: str = "process"
+    """``process`` (a local process) or ``container`` (run by the container runtime)."""
+    container_id: str | None = None
+    """The runtime's container id (container mode)."""
+    image_id: str | None = None
+    """The runtime's image id (container mode)."""
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -304,6 +329,7 @@ class _PodWork:
     run: ContainerRun
     thread: threading.Thread | None = None
     process: subprocess.Popen[bytes] | None = None
+    container: RuntimeContainer | None = None
     kill: threading.Event = field(default_factory=threading.Event)
     kill_reason: str = ""
     grace_seconds: float = 0.0
@@ -336,6 +362,9 @@ class FakeKubelet:
         termination_log_env: the env variable that receives the termination-log file's path.
         schedule: predicate on a Pod dict; False keeps it unscheduled (see :meth:`resync`).
         watch_timeout_seconds: server-side timeout of one watch request (then it rewatches).
+        project_tokens: give Pods with a ServiceAccount a token bound to them.
+        container_runtime: runs the containers whose image it handles as real containers (container
+            mode, e.g. :class:`tests.kube.kubelet_podman.PodmanRuntime`); the others run as processes.
     """
 
     def __init__(
@@ -355,8 +384,10 @@ class FakeKubelet:
         schedule: Callable[[Pod], bool] | None = None,
         watch_timeout_seconds: int = 60,
         project_tokens: bool = True,
+        container_runtime: ContainerRuntime | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.container_runtime = container_runtime
         self.project_tokens = project_tokens
         self.namespace = namespace
         self.node_name = node_name
@@ -726,6 +757,8 @@ class FakeKubelet:
             if not self._stopping.is_set():
                 self._record_error(f"pod {_key(pod)}: {error!r}")
         finally:
+            if work.container is not None:
+                work.container.remove()
             if work.process is not None and work.process.poll() is None:
                 _kill_group(work.process, signal.SIGKILL)
                 work.process.wait()
@@ -756,55 +789,72 @@ class FakeKubelet:
             self._finish_unstarted(work, pod, container)
             return
 
+        runtime = self.container_runtime
+        if runtime is not None and not runtime.handles(run.image):
+            runtime = None  # not in the runtime's image storage: a local process
+        if runtime is not None:
+            run.mode = "container"
+            pod_ip = "127.0.0.1"  # containers share the host's network
+        launch: ContainerLaunch | None = None
         while True:
             try:
-                env = self._container_env(pod, container, pod_ip)
+                env = self._container_env(pod, container, pod_ip, contained=runtime is not None)
+                command = [_expand(part, env) for part in container.get("command", [])]
+                args = [_expand(part, env) for part in container.get("args", [])]
+                if runtime is not None:
+                    launch = self._launch(run, pod, container, command, args, env)
+                    runtime.prepare(launch)
                 break
-            except _ConfigError as error:
+            except ContainerConfigError as error:
                 run.waiting_reason = "CreateContainerConfigError"
                 self._patch_waiting(pod, container, "CreateContainerConfigError", str(error), base_status)
                 if work.kill.wait(1.0):
                     self._finish_unstarted(work, pod, container)
                     return
         run.waiting_reason = None
-        argv = [_expand(part, env) for part in [*container.get("command", []), *container.get("args", [])]]
-        if self.command_rewriter is not None:
-            argv = self.command_rewriter(argv, pod)
-        run.argv, run.env = argv, env
+        argv = [*command, *args]
         run.termination_log_path.write_bytes(b"")
-        env = {**env, self.termination_log_env: str(run.termination_log_path)}
-        run.env = env
+        if launch is None:
+            if self.command_rewriter is not None:
+                argv = self.command_rewriter(argv, pod)
+            env = {**env, self.termination_log_env: str(run.termination_log_path)}
+        run.argv, run.env = argv, env
         if work.kill.is_set():
             self._finish_unstarted(work, pod, container)
             return
 
         started = _now()
-        with run.log_path.open("wb") as output:
-            try:
-                if not argv:
-                    raise FileNotFoundError("no command given (the fake kubelet has no image entrypoint)")
-                work.process = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=run.log_path.parent,
-                    stdin=subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as error:
-                run.started_at = run.finished_at = started
-                self._report_terminated(
-                    work,
-                    pod,
-                    container,
-                    exit_code=128,
-                    reason="StartError",
-                    message=f"failed to start container {container['name']!r}: {error}",
-                    started=started,
-                    base_status={**base_status, "podIP": pod_ip},
-                )
-                return
+        try:
+            if runtime is not None and launch is not None:
+                work.container = runtime.start(launch)
+                work.process = work.container.process
+                run.container_id, run.image_id = work.container.container_id, work.container.image_id
+            else:
+                with run.log_path.open("wb") as output:
+                    if not argv:
+                        raise FileNotFoundError("no command given (the fake kubelet has no image entrypoint)")
+                    work.process = subprocess.Popen(
+                        argv,
+                        env=env,
+                        cwd=run.log_path.parent,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+        except OSError as error:
+            run.started_at = run.finished_at = started
+            self._report_terminated(
+                work,
+                pod,
+                container,
+                exit_code=128,
+                reason="StartError",
+                message=f"failed to start container {container['name']!r}: {error}",
+                started=started,
+                base_status={**base_status, "podIP": pod_ip},
+            )
+            return
         run.pid, run.started_at = work.process.pid, started
         with self._changed:
             self._changed.notify_all()
@@ -839,16 +889,23 @@ class FakeKubelet:
         returncode = work.process.wait()
         finished = _now()
         run.finished_at = finished
-        exit_code = returncode if returncode >= 0 else 128 - returncode
+        if work.container is not None:
+            ended = work.container.exit()
+            # The kernel's OOM kill, or a SIGKILL that the kubelet did not send (as for processes).
+            exit_code = ended.exit_code
+            sigkilled = ended.oom_killed or exit_code == 128 + signal.SIGKILL
+        else:
+            exit_code = returncode if returncode >= 0 else 128 - returncode
+            sigkilled = returncode == -signal.SIGKILL
         killed_by = (work.kill_reason or None) if work.kill.is_set() else None
         run.killed_by = killed_by
-        if returncode == 0:
+        if exit_code == 0:
             reason = "Completed"
-        elif returncode == -signal.SIGKILL and killed_by is None:
+        elif sigkilled and killed_by is None:
             reason = "OOMKilled"
         else:
             reason = "Error"
-        message = _termination_message(run, container, failed=returncode != 0)
+        message = _termination_message(run, container, failed=exit_code != 0)
         pod_status: dict[str, Any] = {}
         if killed_by == "deadline":
             pod_status = {
@@ -870,6 +927,9 @@ class FakeKubelet:
     def _terminate(self, work: _PodWork) -> None:
         process = work.process
         if process is None or process.poll() is not None:
+            return
+        if work.container is not None:
+            work.container.stop(work.grace_seconds)
             return
         if work.grace_seconds > 0:
             _kill_group(process, signal.SIGTERM)
@@ -1045,7 +1105,11 @@ class FakeKubelet:
 
     # -- env -------------------------------------------------------------------------------------
 
-    def _container_env(self, pod: Pod, container: dict[str, Any], pod_ip: str) -> dict[str, str]:
+    def _container_env(
+        self, pod: Pod, container: dict[str, Any], pod_ip: str, *, contained: bool = False
+    ) -> dict[str, str]:
+        """The container's env; a process's over ``base_env`` and its ServiceAccount's KUBECONFIG, a
+        container's (``contained``) with KUBERNETES_SERVICE_HOST/PORT (its token is mounted)."""
         namespace = pod["metadata"]["namespace"]
         own: dict[str, str] = {}
         for source in container.get("envFrom", []):
@@ -1067,13 +1131,58 @@ class FakeKubelet:
             else:
                 value = _expand(item.get("value", ""), own)
             own[item["name"]] = value
-        return {**self.base_env, **self._service_account_env(pod), **own, "HOSTNAME": pod["metadata"]["name"]}
+        name = pod["metadata"]["name"]
+        if contained:
+            return {**self._kubernetes_service_env(), **own, "HOSTNAME": name}
+        return {**self.base_env, **self._service_account_env(pod), **own, "HOSTNAME": name}
 
-    def _service_account_env(self, pod: Pod) -> dict[str, str]:
-        """``KUBECONFIG`` with a token bound to ``pod`` for its ServiceAccount (none if it has none)."""
+    def _launch(
+        self,
+        run: ContainerRun,
+        pod: Pod,
+        container: dict[str, Any],
+        command: list[str],
+        args: list[str],
+        env: dict[str, str],
+    ) -> ContainerLaunch:
+        mount_token = pod["spec"].get("automountServiceAccountToken") is not False
+        return ContainerLaunch(
+            pod=pod,
+            container=container,
+            command=command,
+            args=args,
+            env=env,
+            pod_dir=run.log_path.parent,
+            log_path=run.log_path,
+            termination_log_path=run.termination_log_path,
+            service_account_dir=self._project_token(pod) if mount_token else None,
+            object_data=self._object_data,
+            api_get=lambda path: self.api.call("GET", path),
+        )
+
+    def _cluster(self) -> dict[str, Any]:
+        """The kubeconfig's current cluster entry (``server``, ``certificate-authority-data``)."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+        cluster: dict[str, Any] = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+        return cluster
+
+    def _kubernetes_service_env(self) -> dict[str, str]:
+        """What in-cluster clients read (the ``kubernetes`` Service's env): the API server's address."""
+        server = urllib3.util.parse_url(self._cluster()["cluster"]["server"])
+        port = str(server.port or 443)
+        return {
+            "KUBERNETES_SERVICE_HOST": server.host or "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": port,
+            "KUBERNETES_SERVICE_PORT_HTTPS": port,
+        }
+
+    def _project_token(self, pod: Pod) -> Path | None:
+        """The Pod's projected ServiceAccount volume, as the kubelet writes it: ``token`` from the
+        TokenRequest API bound to the Pod, ``ca.crt`` and ``namespace``; None without a ServiceAccount."""
         account = pod["spec"].get("serviceAccountName")
         if not self.project_tokens or not account:
-            return {}
+            return None
         metadata = pod["metadata"]
         request = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -1091,14 +1200,30 @@ class FakeKubelet:
         path = f"/api/v1/namespaces/{quote(metadata['namespace'])}/serviceaccounts/{quote(account)}/token"
         answer = self.api.call("POST", path, request, ok=(404,))
         if answer.get("kind") == "Status":
-            return {}  # no such ServiceAccount (the real kubelet would keep the Pod waiting)
-        directory = self.work_dir / "serviceaccount" / metadata["uid"]
+            return None  # no such ServiceAccount (the real kubelet would keep the Pod waiting)
+        directory: Path = self.work_dir / "serviceaccount" / metadata["uid"]
         directory.mkdir(parents=True, exist_ok=True)
+        cluster = self._cluster()["cluster"]
+        ca = cluster.get("certificate-authority-data")
+        files = {
+            "token": answer["status"]["token"].encode(),
+            "namespace": metadata["namespace"].encode(),
+            "ca.crt": base64.b64decode(ca) if ca else Path(cluster["certificate-authority"]).read_bytes(),
+        }
+        for name, content in files.items():
+            (directory / name).write_bytes(content)
+            (directory / name).chmod(0o644)  # the projected volume's default mode
+        directory.chmod(0o755)
+        return directory
+
+    def _service_account_env(self, pod: Pod) -> dict[str, str]:
+        """``KUBECONFIG`` with a token bound to ``pod`` for its ServiceAccount (none if it has none)."""
+        directory = self._project_token(pod)
+        if directory is None:
+            return {}
+        account = pod["spec"]["serviceAccountName"]
         token = directory / "token"
-        token.write_text(answer["status"]["token"])
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
-        cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+        cluster = self._cluster()
         kubeconfig = directory / "kubeconfig"
         kubeconfig.write_text(
             json.dumps(
@@ -1127,13 +1252,13 @@ class FakeKubelet:
                     if optional:
                         return None
                     singular = resource[:-1] if resource == "secrets" else "configmap"
-                    raise _ConfigError(
+                    raise ContainerConfigError(
                         f"couldn't find key {ref['key']} in {singular.capitalize()} {namespace}/{ref['name']}"
                     )
                 return data[ref["key"]]
         if "fieldRef" in source:
             return _field_value(pod, source["fieldRef"]["fieldPath"], pod_ip)
-        raise _ConfigError(f"the fake kubelet does not support env valueFrom {sorted(source)}")
+        raise ContainerConfigError(f"the fake kubelet does not support env valueFrom {sorted(source)}")
 
     def _object_data(self, resource: str, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
         path = f"/api/v1/namespaces/{quote(namespace)}/{resource}/{quote(name)}"
@@ -1142,7 +1267,7 @@ class FakeKubelet:
             if optional:
                 return None
             singular = "secret" if resource == "secrets" else "configmap"
-            raise _ConfigError(f'{singular} "{name}" not found')
+            raise ContainerConfigError(f'{singular} "{name}" not found')
         data: dict[str, str] = dict(obj.get("stringData") or {})
         if resource == "secrets":
             for key, value in (obj.get("data") or {}).items():
@@ -1187,6 +1312,8 @@ def _kill_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 
 def _container_id(run: ContainerRun) -> str:
+    if run.container_id:
+        return run.container_id
     return f"fake://{run.uid.replace('-', '')}{run.pid or 0:08x}"
 
 
@@ -1204,7 +1331,7 @@ def _container_status(
         "state": state,
     }
     if run is not None and run.started:
-        status["imageID"] = f"fake://{image}@sha256:{'0' * 64}"
+        status["imageID"] = run.image_id or f"fake://{image}@sha256:{'0' * 64}"
         status["containerID"] = _container_id(run)
     return status
 
@@ -1274,4 +1401,4 @@ def _field_value(pod: Pod, path: str, pod_ip: str) -> str:
     match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
     if match:
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
-    raise _ConfigError(f"the fake kubelet does not support fieldRef {path!r}")
+    raise ContainerConfigError(f"the fake kubelet does not support fieldRef {path!r}")
