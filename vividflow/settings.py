@@ -211,16 +211,46 @@ class Settings(BaseSettings):
         "native",
         description="diffusers attention backend (native, flash, flash_hub, sage, ...); checked at load.",
     )
-    wan_cache: Literal["none", "first_block"] = Field(
+    wan_cache: Literal["none", "first_block", "magcache"] = Field(
         "none",
-        description="Step caching of the transformer: none or first_block (diffusers First Block Cache).",
+        description="Step caching of the transformer in standard-preset jobs: none, first_block "
+        "(diffusers First Block Cache) or magcache (MagCache, with the published Wan 2.1 I2V ratios).",
     )
-    wan_cache_threshold: float = Field(
-        0.05,
+    wan_cache_threshold: float | None = Field(
+        None,
         gt=0,
         le=1,
-        description="First Block Cache threshold: higher skips more steps (faster, rougher).",
+        description="Step cache threshold: higher skips more steps (faster, rougher); unset: 0.05 for "
+        "first_block, 0.12 for magcache (MagCache's Wan 2.1 setting).",
     )
+    wan_magcache_ratios: Annotated[list[float], NoDecode] = Field(
+        default_factory=list,
+        description="MagCache magnitude ratios of your own checkpoint (comma-separated, one per step of "
+        "a calibration run); empty: the published ones of Wan 2.1 I2V 14B 480P or 720P, by job size.",
+    )
+    wan_compile: bool = Field(
+        False, description="torch.compile the repeated transformer blocks (regional compile)."
+    )
+    wan_compile_backend: str = Field(
+        "inductor", description="torch.compile backend of VIVID_WAN_COMPILE (tests use a cheaper one)."
+    )
+    wan_lora: str = Field(
+        "",
+        description="LoRA of preset=fast (e.g. LightX2V's step/CFG-distilled Wan 2.1 I2V LoRA): a "
+        ".safetensors file, a directory or a Hugging Face id; empty: preset=fast is refused.",
+    )
+    wan_lora_weight_name: str = Field(
+        "", description="The LoRA's file inside VIVID_WAN_LORA's repository or directory, if it has several."
+    )
+    wan_fast_steps: int = Field(4, ge=1, le=100, description="Steps of preset=fast jobs that give none.")
+    wan_fast_cfg: float = Field(
+        1.0, ge=1.0, le=20.0, description="cfg of preset=fast jobs that give none (1.0: no CFG pass)."
+    )
+
+    @field_validator("wan_magcache_ratios", mode="before")
+    @classmethod
+    def _wan_ratio_list(cls, value: object) -> object:
+        return _split_list(value)
 
     # --- Veo 3.1 -----------------------------------------------------------------------------
     veo_model: str = Field("veo-3.1-generate-001", description="Vertex AI Veo model id.")

@@ -186,6 +186,23 @@ def _parse_parameters(model: ModelName, fields: dict[str, Any]) -> tuple[dict[st
     return values, problems
 
 
+def apply_wan_preset(parameters: JobParameters, settings: Settings) -> tuple[JobParameters, list[str]]:
+    """``preset=fast`` (an extension of the contract): refused while the server has no distilled LoRA;
+    otherwise the preset's steps and cfg fill in whichever of the two the request did not give, so
+    the job record holds what the runner will run. A request that gives them keeps its own."""
+    wan = parameters.wan
+    if wan is None or wan.preset != "fast":
+        return parameters, []
+    if not settings.wan_lora.strip():
+        return parameters, [
+            "preset fast is not available on this server: no distilled LoRA is configured "
+            "(VIVID_WAN_LORA); use preset standard"
+        ]
+    defaults = {"steps": settings.wan_fast_steps, "cfg": settings.wan_fast_cfg}
+    update = {name: value for name, value in defaults.items() if name not in wan.model_fields_set}
+    return JobParameters(wan=wan.model_copy(update=update)), []
+
+
 def parse_webhook_events(value: Any) -> tuple[tuple[str, ...] | None, list[str]]:
     """``start,completed`` or ``["start", "completed"]`` (a JSON array, or its text in a form): the
     events in their canonical order, or the problems."""
@@ -292,6 +309,9 @@ def validate_fields(fields: dict[str, Any], upload: bytes | None, settings: Sett
             parameters = JobParameters.for_model(model, values, strict=True)
         except ValidationError as error:
             problems.extend(format_validation_errors(error))
+        else:
+            parameters, preset_problems = apply_wan_preset(parameters, settings)
+            problems.extend(preset_problems)
 
     webhook_url, webhook_events, webhook_problems = _parse_webhook(fields, settings)
     problems.extend(webhook_problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from vividflow.jobspec.words import ModelName, Wire
 
@@ -13,6 +13,9 @@ WAN_MIN_FRAMES, WAN_MAX_FRAMES = 5, 241
 WAN_FRAME_COUNTS = tuple(range(WAN_MIN_FRAMES, WAN_MAX_FRAMES + 1, 4))
 """Every valid ``length``: (length - 1) divisible by 4."""
 WAN_FPS = 16
+WAN_PRESETS = ("standard", "fast")
+"""``standard``: the base model as asked; ``fast``: the distilled LoRA (``VIVID_WAN_LORA``)."""
+WAN_DEFAULT_PRESET = "standard"
 VEO_DURATIONS = (4, 6, 8)
 VEO_RESOLUTIONS = ("720p", "1080p")
 
@@ -54,6 +57,29 @@ class WanParams(Wire):
     )
     steps: int = Field(30, ge=1, le=100, description="Diffusion steps, 1-100.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Random seed, 0-4294967295.")
+    preset: str = Field(
+        WAN_DEFAULT_PRESET,
+        description="standard, or fast: the step- and CFG-distilled LoRA the server is configured with "
+        "(its own steps and cfg apply unless given). An extension of the API contract.",
+        json_schema_extra={"enum": list(WAN_PRESETS)},
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_standard_preset(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """The default preset is left out, so a job that does not ask for one is stored, sent to its
+        runner and shown exactly as before the parameter existed. (No return annotation: pydantic
+        would take it as the serialization schema in place of the fields.)"""
+        data: dict[str, Any] = handler(self)
+        if data.get("preset") == WAN_DEFAULT_PRESET:
+            del data["preset"]
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value: str) -> str:
+        if value not in WAN_PRESETS:
+            raise ValueError(f"preset must be one of: {', '.join(WAN_PRESETS)}")
+        return value
 
     @field_validator("width", "height")
     @classmethod

@@ -115,6 +115,9 @@ class Runner:
         # 100 means the video is stored: the model's own 100 waits until the upload is done.
         output = model.generate(request, lambda percent: progress(min(percent, 99)), should_cancel)
         generation_time = time.monotonic() - generation_started
+        if output.warmup_time:  # e.g. a first compile: getting the model ready, not generating
+            warmup = min(output.warmup_time, generation_time)
+            spin_up, generation_time = spin_up + warmup, generation_time - warmup
         if should_cancel():  # a cancelled job writes no result
             if output.written_to_output_uri:
                 self._discard_output(spec.output_uri)

@@ -115,7 +115,7 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
   "VIVID_WAN_OFFLOAD" $v.models.wan.offload
   "VIVID_WAN_ATTENTION" $v.models.wan.attention
   "VIVID_WAN_CACHE" $v.models.wan.cache
-  "VIVID_WAN_CACHE_THRESHOLD" (toString $v.models.wan.cacheThreshold)
+  "VIVID_WAN_COMPILE" (toString $v.models.wan.compile)
   "VIVID_VEO_MODEL" $v.models.veo.model
   "VIVID_VERTEX_LOCATION" $v.vertex.location
   "VIVID_GCS_SIGNED_URLS" (toString $v.gcs.signedURLs)
@@ -125,6 +125,10 @@ runner Pods only this (and runner.envSecret), so every setting the runner reads 
 {{- with $v.models.wan.device }}{{ $_ := set $env "VIVID_WAN_DEVICE" . }}{{ end -}}
 {{- with $v.models.wan.model480p }}{{ $_ := set $env "VIVID_WAN_MODEL_480P" . }}{{ end -}}
 {{- with $v.models.wan.model720p }}{{ $_ := set $env "VIVID_WAN_MODEL_720P" . }}{{ end -}}
+{{- if not (kindIs "invalid" $v.models.wan.cacheThreshold) }}{{ $_ := set $env "VIVID_WAN_CACHE_THRESHOLD" (toString $v.models.wan.cacheThreshold) }}{{ end -}}
+{{- with $v.models.wan.magcacheRatios }}{{ $_ := set $env "VIVID_WAN_MAGCACHE_RATIOS" (join "," .) }}{{ end -}}
+{{- with $v.models.wan.lora }}{{ $_ := set $env "VIVID_WAN_LORA" . }}{{ end -}}
+{{- with $v.models.wan.loraWeightName }}{{ $_ := set $env "VIVID_WAN_LORA_WEIGHT_NAME" . }}{{ end -}}
 {{- with $v.vertex.project }}{{ $_ := set $env "VIVID_VERTEX_PROJECT" . }}{{ end -}}
 {{- with $v.vertex.baseURL }}{{ $_ := set $env "VIVID_VERTEX_BASE_URL" . }}{{ end -}}
 {{- with $v.gcs.bucket }}{{ $_ := set $env "VIVID_GCS_BUCKET" . }}{{ end -}}

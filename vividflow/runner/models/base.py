@@ -57,6 +57,9 @@ class GenerationOutput:
     """Mean seconds per diffusion step, for models that step."""
     peak_gpu_memory_bytes: int | None = None
     """Peak GPU memory of the generation, for models on a GPU."""
+    warmup_time: float | None = None
+    """Seconds of one-off work inside the generation (compiling the model for a new shape): the
+    runner counts them in ``spin_up_time``, not ``generation_time``."""
 
 
 class VideoModel(Protocol):

@@ -24,7 +24,16 @@ from vividflow.runner.models.base import (
     MonotonicProgress,
     ProgressCallback,
 )
-from vividflow.runner.models.wan_setup import WanLoadOptions, flow_shift, set_flow_shift, set_up
+from vividflow.runner.models.wan_cache import CachePlan, apply_plan, magcache_ratios
+from vividflow.runner.models.wan_lora import set_lora_active
+from vividflow.runner.models.wan_setup import (
+    WanLoadOptions,
+    check_combination,
+    flow_shift,
+    is_720p,
+    set_flow_shift,
+    set_up,
+)
 from vividflow.runner.video import export_mp4
 from vividflow.settings import Settings
 
@@ -67,11 +76,18 @@ class WanModel:
     """A loaded Wan 2.1 I2V pipeline (kept warm between jobs); one generation at a time."""
 
     def __init__(self, pipe: Any, options: WanLoadOptions, device: str, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._adopt(pipe, options, device)
+
+    def _adopt(self, pipe: Any, options: WanLoadOptions, device: str) -> None:
+        """Take ``pipe`` as the warm pipeline: no cache hooks yet, nothing compiled yet."""
         self._pipe = pipe
         self.options = options
         self.device = device
-        self._settings = settings
-        self._lock = threading.Lock()
+        self.cache_plan = CachePlan()
+        self._compiled: set[tuple[int, int, int, bool]] = set()
+        self._calls = _ForwardClock(pipe.transformer, device)
 
     @property
     def source(self) -> str:
@@ -101,9 +117,28 @@ class WanModel:
             logger.info("switching the Wan checkpoint from %s to %s", self.options.source, options.source)
             self._pipe = None
             _free_memory()
-            self._pipe, self.device = _load_pipeline(options)
-            self.options = options
+            pipe, device = _load_pipeline(options)
+            self._adopt(pipe, options, device)
         set_flow_shift(self._pipe, flow_shift(width, height))
+
+    def prepare(self, params: WanParams) -> None:
+        """Set the job's preset (the LoRA on or off) and step cache on the warm pipeline."""
+        fast = params.preset == "fast"
+        if fast and not self.options.lora:
+            raise ModelLoadFailed(
+                "preset=fast needs VIVID_WAN_LORA (the distilled LoRA) on the runner; it has none"
+            )
+        if self.options.lora:
+            set_lora_active(self._pipe, fast)
+        large = is_720p(params.width, params.height)
+        wanted = CachePlan.for_job(
+            self.options.cache,
+            self.options.cache_threshold,
+            params.steps,
+            magcache_ratios(self.options.magcache_ratios, large),
+            fast,
+        )
+        self.cache_plan = apply_plan(self._pipe.transformer, self.cache_plan, wanted)
 
     def generate(
         self, request: GenerationRequest, on_progress: ProgressCallback, should_cancel: CancelCheck
@@ -122,10 +157,16 @@ class WanModel:
             try:
                 _check_cancel(should_cancel)
                 self.use_checkpoint_for(params.width, params.height)
+                self.prepare(params)
                 progress(0)
                 image = fit_image(request.image, params.width, params.height)
                 gpu = _GpuPeak(self.device)
+                graph = (params.width, params.height, params.length, params.preset == "fast")
+                first_of_graph = self.options.compile and graph not in self._compiled
+                self._calls.start(measure=first_of_graph)
                 frames = self._denoise(request.spec.prompt, params, image, progress, should_cancel, steps)
+                warmup = self._calls.first_call_excess() if first_of_graph else None
+                self._compiled.add(graph)
                 progress(DECODED_PROGRESS)
                 _check_cancel(should_cancel)
                 export_mp4(frames, request.output_path, WAN_FPS)
@@ -141,7 +182,10 @@ class WanModel:
                 raise oom from None
         progress(100)
         return GenerationOutput(
-            local_path=request.output_path, step_time=steps.mean(), peak_gpu_memory_bytes=gpu.read()
+            local_path=request.output_path,
+            step_time=steps.mean(),
+            peak_gpu_memory_bytes=gpu.read(),
+            warmup_time=warmup,
         )
 
     def _denoise(
@@ -198,6 +242,44 @@ class _StepClock:
         if self._ends and self._began is not None:
             return round(self._ends[0] - self._began, 4)
         return None
+
+
+class _ForwardClock:
+    """Wall time of each transformer call of one generation, when asked to measure (torch forward
+    hooks; on CUDA each measured call ends with a synchronize, so the time is the GPU's too)."""
+
+    def __init__(self, transformer: Any, device: str) -> None:
+        self._cuda = device.startswith("cuda")
+        self._measure = False
+        self._began = 0.0
+        self.durations: list[float] = []
+        transformer.register_forward_pre_hook(self._before)
+        transformer.register_forward_hook(self._after)
+
+    def start(self, measure: bool) -> None:
+        self._measure = measure
+        self.durations = []
+
+    def _before(self, module: Any, args: Any) -> None:
+        if self._measure:
+            self._began = time.monotonic()
+
+    def _after(self, module: Any, args: Any, output: Any) -> None:
+        if not self._measure:
+            return
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        self.durations.append(time.monotonic() - self._began)
+
+    def first_call_excess(self) -> float | None:
+        """How much longer the first call took than the median of the others: compiling a new graph
+        (or, with one call only, None: nothing to compare it with)."""
+        if len(self.durations) < 2:
+            return None
+        rest = sorted(self.durations[1:])
+        return round(max(0.0, self.durations[0] - rest[len(rest) // 2]), 4)
 
 
 class _GpuPeak:
@@ -266,6 +348,7 @@ def _dtypes(device: str) -> dict[str, torch.dtype]:
 def _load_pipeline(options: WanLoadOptions) -> tuple[Any, str]:
     """Load and set up ``options.source``; returns the pipeline and its device."""
     source = options.source
+    check_combination(options)
     if _looks_like_path(source) and not Path(source).expanduser().is_dir():
         raise ModelLoadFailed(f"Wan model directory {source} does not exist")
     try:

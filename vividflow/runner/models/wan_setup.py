@@ -1,4 +1,5 @@
-"""How a Wan pipeline is chosen and set up: checkpoint by size, flow shift, attention, cache, offload.
+"""How a Wan pipeline is chosen and set up: checkpoint by size, flow shift, attention, offload, LoRA,
+compile. (Step caching is set per job: :mod:`wan_cache`.)
 
 torch and diffusers are imported inside the functions that need them.
 """
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from vividflow.runner.errors import ModelLoadFailed
+from vividflow.runner.models.wan_cache import default_threshold
+from vividflow.runner.models.wan_lora import load_lora
 from vividflow.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,12 @@ class WanLoadOptions:
     attention: str = "native"
     cache: str = "none"
     cache_threshold: float = 0.05
+    magcache_ratios: tuple[float, ...] = ()
+    """Calibrated ratios of this checkpoint; empty: the published ones by size (:mod:`wan_cache`)."""
+    lora: str = ""
+    lora_weight_name: str = ""
+    compile: bool = False
+    compile_backend: str = "inductor"
 
     @property
     def cpu_offload(self) -> bool:
@@ -66,7 +75,12 @@ class WanLoadOptions:
             vae_tiling=settings.wan_vae_tiling,
             attention=settings.wan_attention.strip().lower() or "native",
             cache=settings.wan_cache,
-            cache_threshold=settings.wan_cache_threshold,
+            cache_threshold=settings.wan_cache_threshold or default_threshold(settings.wan_cache),
+            magcache_ratios=tuple(settings.wan_magcache_ratios),
+            lora=settings.wan_lora.strip(),
+            lora_weight_name=settings.wan_lora_weight_name.strip(),
+            compile=settings.wan_compile,
+            compile_backend=settings.wan_compile_backend,
         )
 
 
@@ -91,18 +105,31 @@ def check_attention_backend(name: str) -> None:
         raise ModelLoadFailed(f"VIVID_WAN_ATTENTION={name} cannot be used here: {error}") from None
 
 
+def check_combination(options: WanLoadOptions) -> None:
+    """Refuse, before any weights load, the options that do not work together."""
+    if options.compile and options.cache != "none":
+        raise ModelLoadFailed(
+            f"VIVID_WAN_COMPILE cannot be combined with VIVID_WAN_CACHE={options.cache}: diffusers' cache "
+            "hooks on the transformer blocks do not compile as one graph; choose one"
+        )
+    if options.compile and options.offload == "group":
+        raise ModelLoadFailed(
+            "VIVID_WAN_COMPILE cannot be combined with VIVID_WAN_OFFLOAD=group: the offload hooks on "
+            "every layer do not compile as one graph; use VIVID_WAN_OFFLOAD=model or none"
+        )
+
+
 def set_up(pipe: Any, device: str, options: WanLoadOptions) -> None:
-    """Place ``pipe`` on ``device`` (with its offload mode), then set attention, cache and tiling."""
+    """Load the LoRA, place ``pipe`` on ``device`` (with its offload mode), then set attention, compile
+    and tiling. The LoRA goes first (offload hooks and compiled graphs must see its layers)."""
     if options.attention != "native":
         check_attention_backend(options.attention)
+    load_lora(pipe, options.lora, options.lora_weight_name)
     _place(pipe, device, options.offload)
     if options.attention != "native":
         pipe.transformer.set_attention_backend(options.attention)
-    if options.cache == "first_block":
-        from diffusers import FirstBlockCacheConfig
-
-        config = FirstBlockCacheConfig(threshold=options.cache_threshold)  # type: ignore[no-untyped-call]
-        pipe.transformer.enable_cache(config)
+    if options.compile:
+        pipe.transformer.compile_repeated_blocks(fullgraph=True, backend=options.compile_backend)
     if options.vae_tiling:
         pipe.vae.enable_tiling()
 
