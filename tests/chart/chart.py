@@ -39,6 +39,12 @@ def run_helm(helm: Path, *args: str, kubeconfig: Path | None = None, timeout: fl
     return proc.stdout
 
 
+def helm_uninstall(helm: Path, namespace: str, kubeconfig: Path, timeout: float = 120.0) -> None:
+    """``helm uninstall`` of the tests' release, best effort (teardown: the namespace goes next anyway)."""
+    argv = [str(helm), "uninstall", RELEASE, "-n", namespace, "--kubeconfig", str(kubeconfig)]
+    subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+
+
 def value_args(values_files: Sequence[Path] = (), sets: Mapping[str, Any] = {}) -> list[str]:
     """``--values`` for each file; ``--set-string`` for str values, ``--set`` (typed) for the others."""
     args: list[str] = []

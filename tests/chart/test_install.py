@@ -34,7 +34,7 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.chart.chart import CHART_DIR, run_helm, value_args
+from tests.chart.chart import CHART_DIR, RELEASE, helm_uninstall, run_helm, value_args
 from tests.chart.test_render import EXPECTED_RULES
 from tests.fixtures.gcs_emulator import GcsEmulator
 from tests.fixtures.kube import api_client_for, create_service_account, install_videojob_crd, wait_for
@@ -45,7 +45,6 @@ from tests.ports import free_port
 from tests.processes import stop
 from vividflow.jobspec import GROUP, PLURAL, VERSION, JobParameters, JobSpec, ModelName, videojob_manifest
 
-RELEASE = "vf"
 FULLNAME = f"{RELEASE}-vividflow"
 PEERING_CRD = "kopfpeerings.kopf.dev"
 COMPONENTS = ("api", "operator", "runner")
@@ -120,20 +119,7 @@ def installed(
     try:
         yield Installed(kube_plane, namespace, notes, bucket, kubeconfigs, kube_api)
     finally:
-        subprocess.run(
-            [
-                str(helm),
-                "uninstall",
-                RELEASE,
-                "-n",
-                namespace,
-                "--kubeconfig",
-                str(kube_plane.kubeconfig_path),
-            ],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        helm_uninstall(helm, namespace, kube_plane.kubeconfig_path, timeout=60)
         kube_plane.request("DELETE", f"/api/v1/namespaces/{namespace}", check=False)
         if not peering_crd_existed:  # leave the session's control plane as it was
             kube_plane.request(

@@ -26,7 +26,7 @@ import pytest
 from kubernetes import client as k8s
 from PIL import Image
 
-from tests.chart.chart import CHART_DIR, run_helm, value_args
+from tests.chart.chart import CHART_DIR, NAMESPACE, RELEASE, helm_uninstall, run_helm, value_args
 from tests.fixtures.fake_vertex import FakeVertex
 from tests.fixtures.gcs_emulator import GcsEmulator
 from tests.fixtures.kube import PLANE_CONTROLLERS, api_client_for, wait_for
@@ -39,9 +39,7 @@ from vividflow.jobspec import GROUP, PLURAL, VERSION, videojob_name
 
 pytestmark = pytest.mark.timeout(900)
 
-RELEASE = "vf"
 FULLNAME = f"{RELEASE}-vividflow"
-NAMESPACE = "vividflow"
 API_PORT = 8000  # the chart's container port, on the host's network here
 CONTROLLERS = (*PLANE_CONTROLLERS, "deployment-controller", "replicaset-controller")
 COMPONENT = "app.kubernetes.io/component"
@@ -158,20 +156,7 @@ def release(
             try:
                 yield Release(plane, kubelet, admin, bucket, images, time.monotonic() - started)
             finally:
-                subprocess.run(
-                    [
-                        str(helm),
-                        "uninstall",
-                        RELEASE,
-                        "-n",
-                        NAMESPACE,
-                        "--kubeconfig",
-                        str(plane.kubeconfig_path),
-                    ],
-                    capture_output=True,
-                    timeout=120,
-                    check=False,
-                )
+                helm_uninstall(helm, NAMESPACE, plane.kubeconfig_path)
 
 
 def _api_ready(release: Release) -> bool:

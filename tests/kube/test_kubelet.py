@@ -20,6 +20,18 @@ from tests.kube.kubelet import ContainerRun, FakeKubelet, python_to_sys_executab
 IMAGE = "vividflow-runner:test"
 
 
+EXITS_ON_SIGTERM = """
+import signal, sys, time
+def bye(signum, frame):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("started", flush=True)
+time.sleep(300)
+"""
+"""A container's program that says "started", then "got SIGTERM" and exits 0 when it gets one."""
+
+
 def container(code: str, **fields: Any) -> k8s.V1Container:
     """A container whose command is ``python -c code`` (the kubelet maps python to this interpreter)."""
     return k8s.V1Container(
@@ -198,16 +210,7 @@ def test_deleting_a_job_kills_its_process(
     kube_api: k8s.ApiClient, kube_namespace: str, fake_kubelet: FakeKubelet
 ) -> None:
     batch, core = k8s.BatchV1Api(kube_api), k8s.CoreV1Api(kube_api)
-    code = """
-        import signal, sys, time
-        def bye(signum, frame):
-            print("got SIGTERM", flush=True)
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, bye)
-        print("started", flush=True)
-        time.sleep(120)
-    """
-    make_job(batch, kube_namespace, "doomed", container(code))
+    make_job(batch, kube_namespace, "doomed", container(EXITS_ON_SIGTERM))
     (run,) = fake_kubelet.wait_for_runs(job_name="doomed")
     wait_for("the process to start", lambda: "started" in run.output)
 

@@ -18,6 +18,7 @@ from tests.fixtures.kube import ServiceAccountFactory, wait_for
 from tests.images import podman
 from tests.kube.kubelet import ContainerRun, FakeKubelet
 from tests.kube.kubelet_podman import PodmanRuntime
+from tests.kube.test_kubelet import EXITS_ON_SIGTERM
 
 pytestmark = pytest.mark.timeout(300)
 UID = 10001
@@ -279,20 +280,11 @@ def test_deleting_a_pod_stops_its_container(
     kube_api: k8s.ApiClient, kube_namespace: str, kubelet: FakeKubelet, images: podman.Images
 ) -> None:
     core = k8s.CoreV1Api(kube_api)
-    code = """
-        import signal, sys, time
-        def bye(signum, frame):
-            print("got SIGTERM", flush=True)
-            sys.exit(0)
-        signal.signal(signal.SIGTERM, bye)
-        print("started", flush=True)
-        time.sleep(300)
-    """
     create_pod(
         core,
         kube_namespace,
         "doomed",
-        {"image": images.api, "command": ["python", "-c", textwrap.dedent(code)]},
+        {"image": images.api, "command": ["python", "-c", EXITS_ON_SIGTERM]},
         terminationGracePeriodSeconds=5,
     )
     (run,) = kubelet.wait_for_runs(pod_name="doomed", timeout=60)

@@ -321,7 +321,7 @@ def as_out_of_memory(error: BaseException, doing: str) -> OutOfMemory | None:
         return None
     return OutOfMemory(
         f"Out of memory while {doing}; try fewer frames or a smaller size, or enable "
-        "VIVID_WAN_CPU_OFFLOAD / VIVID_WAN_VAE_TILING"
+        "VIVID_WAN_OFFLOAD=model or group / VIVID_WAN_VAE_TILING"
     )
 
 
