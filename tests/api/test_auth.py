@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
@@ -9,6 +12,7 @@ from sqlalchemy import event, select
 from tests.api.conftest import MakeSettings, app_state, create_api_key
 from vividflow.apiserver.app import create_app
 from vividflow.apiserver.db.models import ApiKey
+from vividflow.apiserver.services.keys import Principal
 
 PROTECTED = [
     ("GET", "/api/v1/status/00000000-0000-0000-0000-000000000000"),
@@ -94,3 +98,29 @@ def test_last_used_is_recorded_without_a_write_per_request(make_settings: MakeSe
         assert len(writes) == 1
         (key,) = client.get("/api/v1/keys", headers=headers).json()["keys"]
         assert key["last_used_at"] is not None and len(key["last_used_at"]) == 19
+
+
+def test_requests_that_miss_the_cache_together_share_one_lookup(make_settings: MakeSettings) -> None:
+    with TestClient(create_app(make_settings(auth_cache_seconds=0))) as client:
+        key = create_api_key(client, "alice@example.com")
+        authenticator = app_state(client).authenticator
+        lookups: list[str] = []
+
+        async def run_db(function: Callable[[str], Principal | None], digest: str) -> Principal | None:
+            lookups.append(digest)
+            return await asyncio.to_thread(function, digest)
+
+        async def burst(secret: str, callers: int, cancel_one: bool = False) -> list[Principal | None]:
+            tasks = [asyncio.ensure_future(authenticator.resolve(secret, run_db)) for _ in range(callers)]
+            if cancel_one:
+                await asyncio.sleep(0)  # all of them waiting on the one lookup
+                tasks[0].cancel()
+                tasks = tasks[1:]
+            return list(await asyncio.gather(*tasks))
+
+        principals = asyncio.run(burst(key, 20, cancel_one=True))
+        assert len(lookups) == 1 and len(principals) == 19
+        assert all(p is not None and p == principals[0] for p in principals)
+        assert asyncio.run(burst("vf_not-a-key", 5)) == [None] * 5 and len(lookups) == 2
+        asyncio.run(burst(key, 1))  # the finished lookup is not reused: a later miss asks again
+        assert len(lookups) == 3

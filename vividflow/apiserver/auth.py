@@ -2,12 +2,15 @@
 
 A busy client then costs no database lookup per request. Revoking a key drops it from this
 process's cache at once; other API processes stop accepting it within ``auth_cache_seconds``.
+When an entry expires under load, the requests that find it gone share one lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +27,7 @@ class Authenticator:
         self._ttl = ttl_seconds
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        self._looking_up: dict[str, asyncio.Future[Principal | None]] = {}
 
     def cached(self, secret: str) -> Principal | None:
         digest = hash_key(secret)
@@ -33,9 +37,23 @@ class Authenticator:
             return None
         return entry[1]
 
-    def lookup(self, secret: str) -> Principal | None:
-        """Blocking: asks the database (call from a worker thread)."""
+    async def resolve(
+        self,
+        secret: str,
+        run_db: Callable[[Callable[[str], Principal | None], str], Awaitable[Principal | None]],
+    ) -> Principal | None:
+        """:meth:`lookup` through ``run_db`` (a worker thread), one at a time per key: callers that
+        come while it runs get its answer."""
         digest = hash_key(secret)
+        pending = self._looking_up.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(run_db(self._lookup_digest, digest))
+            self._looking_up[digest] = pending
+            pending.add_done_callback(lambda _: self._looking_up.pop(digest, None))
+        return await asyncio.shield(pending)  # one caller's cancellation leaves the others' lookup
+
+    def _lookup_digest(self, digest: str) -> Principal | None:
+        """Blocking: asks the database (in a worker thread)."""
         with self._session_factory.begin() as session:
             principal = keys.authenticate_digest(session, digest)
         if principal is not None and self._ttl > 0:

@@ -76,7 +76,7 @@ async def authenticate(
                 "Too many requests with an invalid API key came from your address; try again later.",
                 attempts,
             )
-        principal = await state.run_db(state.authenticator.lookup, api_key)
+        principal = await state.authenticator.resolve(api_key, state.run_db)
         if principal is None:
             await state.limiter.auth_failed(address)
             raise unauthorized("The API key is not valid or has been revoked.")

@@ -9,14 +9,15 @@
 The sliding-window counter keeps two counters per subject and window (O(1) a request, in memory or
 Redis), weighting the previous window by how much of it still overlaps: close to a true moving
 window without storing a timestamp per request. With Redis, a request's windows are counted in one
-round trip (:data:`HIT_SCRIPT`), on the keys `limits` uses.
+round trip (:data:`HIT_SCRIPT`), on the keys `limits` uses, and the hits of the requests that reach
+them in the same turn of the event loop go to Redis in one pipeline (:mod:`script_batch`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from limits.aio.storage import SlidingWindowCounterSupport, Storage
 from limits.storage import storage_from_string
 
 from vividflow.apiserver.metrics import RATE_LIMIT_REFUSALS
+from vividflow.apiserver.script_batch import ScriptBatcher
 from vividflow.apiserver.services.keys import Principal
 
 
@@ -131,7 +133,7 @@ class RateLimiter:
         self.key_items: list[RateLimitItem] = [parse(text) for text in key_limits]
         self.auth_failure_items: list[RateLimitItem] = [parse(text) for text in auth_failure_limits]
         self._parsed_cache: dict[tuple[str, ...], list[RateLimitItem]] = {}
-        self._hit_script: Callable[[list[str], list[int]], Awaitable[Any]] | None = None
+        self._hit_script: ScriptBatcher | None = None
         options: dict[str, Any] = {}
         if redis_url:
             import redis.asyncio
@@ -143,7 +145,7 @@ class RateLimiter:
                 redis_url, max_connections=redis_connections, timeout=REDIS_WAIT_SECONDS
             )
             options = {"implementation": "redispy", "connection_pool": pool}
-            self._hit_script = redis.asyncio.Redis(connection_pool=pool).register_script(HIT_SCRIPT)
+            self._hit_script = ScriptBatcher(redis.asyncio.Redis(connection_pool=pool), HIT_SCRIPT)
         storage = storage_from_string(async_storage_uri(redis_url), **options)
         assert isinstance(storage, Storage) and isinstance(storage, SlidingWindowCounterSupport)
         self.storage = storage
