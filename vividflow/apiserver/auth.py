@@ -42,8 +42,8 @@ class Authenticator:
         secret: str,
         run_db: Callable[[Callable[[str], Principal | None], str], Awaitable[Principal | None]],
     ) -> Principal | None:
-        """:meth:`lookup` through ``run_db`` (a worker thread), one at a time per key: callers that
-        come while it runs get its answer."""
+        """Look ``secret`` up in the database through ``run_db`` (a worker thread), one lookup at a
+        time per key: callers that come while it runs get its answer."""
         digest = hash_key(secret)
         pending = self._looking_up.get(digest)
         if pending is None:
